@@ -1,0 +1,77 @@
+"""Dagster resources for the shop's stores, configured from the environment through EnvVar."""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import PrivateAttr
+from pymongo.database import Database
+from sqlalchemy.engine import Engine
+
+from etl_assets.sync import stores
+
+
+class MongoStoreResource(dg.ConfigurableResource):
+    """A MongoDB database of one of the shop's services."""
+
+    uri: str
+    database: str
+    store_name: str
+    timeout_s: float = 5.0
+
+    _db: Database | None = PrivateAttr(default=None)
+
+    def db(self) -> Database:
+        if self._db is None:
+            self._db = stores.mongo_database(
+                self.uri, self.database, store=self.store_name, timeout_s=self.timeout_s
+            )
+        return self._db
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._db is not None:
+            self._db.client.close()
+
+
+class PostgresStoreResource(dg.ConfigurableResource):
+    """A PostgreSQL database reached through SQLAlchemy (use a postgresql+psycopg2:// URL)."""
+
+    url: str
+    store_name: str
+    timeout_s: float = 5.0
+    statement_timeout_s: float = 600.0
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = stores.postgres_engine(
+                self.url,
+                store=self.store_name,
+                timeout_s=self.timeout_s,
+                statement_timeout_s=self.statement_timeout_s,
+            )
+        return self._engine
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+PRODUCT_DB = "Product MongoDB"
+ORDER_DB = "Order MongoDB"
+CART_DB = "Cart PostgreSQL"
+WAREHOUSE = "Warehouse PostgreSQL"
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """The production resources. Every connection setting comes from the environment."""
+    return {
+        "product_db": MongoStoreResource(
+            uri=dg.EnvVar("PRODUCT_MONGO_URI"), database=dg.EnvVar("PRODUCT_MONGO_DB"), store_name=PRODUCT_DB
+        ),
+        "order_db": MongoStoreResource(
+            uri=dg.EnvVar("ORDER_MONGO_URI"), database=dg.EnvVar("ORDER_MONGO_DB"), store_name=ORDER_DB
+        ),
+        "cart_db": PostgresStoreResource(url=dg.EnvVar("CART_PG_URL"), store_name=CART_DB),
+        "warehouse": PostgresStoreResource(url=dg.EnvVar("WAREHOUSE_PG_URL"), store_name=WAREHOUSE),
+    }

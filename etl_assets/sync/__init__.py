@@ -1,0 +1,1 @@
+"""The sync engine: extract, transform, load, reconcile. No Dagster imports live here."""

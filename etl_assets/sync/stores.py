@@ -1,0 +1,81 @@
+"""Connections to the three shop stores and the warehouse, failing fast with the store's name."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pymongo
+import sqlalchemy as sa
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+
+class StoreUnavailableError(RuntimeError):
+    """A store could not be reached. The message names the store and never carries credentials."""
+
+    def __init__(self, store: str, reason: str):
+        super().__init__(f"{store} is unavailable: {reason}")
+        self.store = store
+        self.reason = reason
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:300]
+
+
+def redacted_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and metadata."""
+    if url.startswith("mongodb"):
+        scheme, _, rest = url.partition("://")
+        creds, at, host = rest.rpartition("@")
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if at else url
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def mongo_client(uri: str, *, store: str, timeout_s: float) -> pymongo.MongoClient:
+    """A client that gives up within `timeout_s` when the server is down, checked with a ping."""
+    timeout_ms = int(timeout_s * 1000)
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        uri,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="shop-sync",
+        tz_aware=True,
+    )
+    try:
+        client.admin.command("ping")
+    except PyMongoError as err:
+        client.close()
+        raise StoreUnavailableError(store, _first_line(err)) from None
+    return client
+
+
+def mongo_database(uri: str, database: str, *, store: str, timeout_s: float) -> Database:
+    return mongo_client(uri, store=store, timeout_s=timeout_s)[database]
+
+
+def postgres_engine(url: str, *, store: str, timeout_s: float, statement_timeout_s: float = 0) -> Engine:
+    """An engine whose first connection is checked, so a dead server fails within `timeout_s`."""
+    options = f"-c statement_timeout={int(statement_timeout_s * 1000)}" if statement_timeout_s else ""
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": max(1, int(timeout_s)), "options": options},
+    )
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except SQLAlchemyError as err:
+        engine.dispose()
+        raise StoreUnavailableError(store, _first_line(getattr(err, "orig", None) or err)) from None
+    return engine
+
+
+def apply_sql_file(engine: Engine, name: str) -> None:
+    """Run one of the package's idempotent schema files (etl_assets/sql/<name>)."""
+    ddl = resources.files("etl_assets").joinpath("sql", name).read_text()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
