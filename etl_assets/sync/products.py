@@ -1,0 +1,391 @@
+"""Product sync: Product MongoDB `products` → Cart PostgreSQL `product`.
+
+Streams the source in keyset-paginated batches, flattens and validates each document, bulk loads
+valid rows (COPY into a session-private staging table, then INSERT … ON CONFLICT) and quarantines
+the rest. Unchanged rows are not rewritten (content hash). In full mode, copy rows whose ids fall in
+a scanned id range but were not seen valid there are deactivated, never deleted. Each batch commits
+on its own, and the watermark is saved only at the end, so a killed run is simply run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import polars as pl
+from bson import Decimal128, ObjectId
+from pymongo.collection import Collection
+from pymongo.database import Database
+from sqlalchemy.engine import Engine
+
+from etl_assets.schemas.products import SourceProduct
+from etl_assets.sync.quarantine import Quarantine, Rejection
+from etl_assets.sync.report import SyncReport
+from etl_assets.sync.state import load_watermark, save_watermark
+from etl_assets.sync.validate import split_valid
+
+SOURCE = "product_db.products"
+SYNC_NAME = "product_sync"
+# Re-read this much before the watermark: writers' clocks and in-flight writes may lag a little.
+WATERMARK_LOOKBACK = timedelta(seconds=60)
+
+FRAME_SCHEMA = {
+    "id": pl.String, "title": pl.String, "image": pl.String, "price": pl.Float64, "seller_id": pl.String,
+    "category": pl.String, "description": pl.String, "rating": pl.Float64, "quantity": pl.Int64,
+    "tags_json": pl.String, "source_updated_at": pl.Datetime("us", "UTC"),
+}
+COPY_COLUMNS = ("id", "title", "price", "image", "seller_id", "quantity", "category", "description",
+                "rating", "tags", "source_updated_at", "content_hash")
+HASHED_FIELDS = ("title", "price", "image", "seller_id", "quantity", "category", "description", "rating",
+                 "tags_json")
+
+
+class InvalidProduct(ValueError):
+    """A document whose fields cannot be coerced to the contract's types."""
+
+
+# ---------- transform ----------
+
+def _number(doc: dict, field: str, default: float | None) -> float:
+    value = doc.get(field, default)
+    if value is None:
+        raise InvalidProduct(f"{field}: required field missing")
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal128):
+        raise InvalidProduct(f"{field}: expected a number, got {type(value).__name__} {_short(value)}")
+    number = value.to_decimal() if isinstance(value, Decimal128) else value
+    if not math.isfinite(number):
+        raise InvalidProduct(f"{field}: not a finite number ({value})")
+    return float(Decimal(number).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def _text(doc: dict, field: str, *, required: bool, default: str | None = None) -> str | None:
+    value = doc.get(field, default)
+    if value is None:
+        if required:
+            raise InvalidProduct(f"{field}: required field missing")
+        return None
+    if not isinstance(value, str):
+        raise InvalidProduct(f"{field}: expected a string, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _quantity(doc: dict) -> int:
+    value = doc.get("quantity", 5)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidProduct(f"quantity: expected an integer, got {type(value).__name__} {_short(value)}")
+    return value
+
+
+def _seller_id(doc: dict) -> str | None:
+    value = doc.get("sellerId")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, ObjectId):
+        return str(value)
+    raise InvalidProduct(f"sellerId: expected an ObjectId or a string, got {type(value).__name__}")
+
+
+def _tags(doc: dict) -> list[str]:
+    value = doc.get("tags", [])
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        raise InvalidProduct(f"tags: expected a list of strings, got {_short(value)}")
+    return value
+
+
+def _updated_at(doc: dict) -> datetime | None:
+    value = doc.get("updatedAt")
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidProduct(f"updatedAt: expected a date, got {type(value).__name__} {_short(value)}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
+
+
+def record_id(doc: dict) -> str:
+    """The id a document is known by in the copy and in quarantine."""
+    _id = doc.get("_id")
+    return str(_id) if isinstance(_id, ObjectId) else f"{type(_id).__name__}:{_short(_id, 80)}"
+
+
+def flatten_product(doc: dict) -> dict[str, Any]:
+    """A source document as a typed row, with the contract's defaults. Raises InvalidProduct."""
+    if not isinstance(doc.get("_id"), ObjectId):
+        raise InvalidProduct(f"_id: expected an ObjectId, got {type(doc.get('_id')).__name__}")
+    return {
+        "id": str(doc["_id"]),
+        "title": _text(doc, "title", required=True),
+        "image": _text(doc, "image", required=True),
+        "price": _number(doc, "price", None),
+        "seller_id": _seller_id(doc),
+        "category": _text(doc, "category", required=True, default="other"),
+        "description": _text(doc, "description", required=False),
+        "rating": _number(doc, "rating", 4.5),
+        "quantity": _quantity(doc),
+        "tags_json": json.dumps(_tags(doc), ensure_ascii=False),
+        "source_updated_at": _updated_at(doc),
+    }
+
+
+def content_hash(row: dict[str, Any]) -> str:
+    """MD5 of the synced content. Timestamps are excluded, so a touch without a change rewrites nothing."""
+    canonical = json.dumps(
+        [f"{row[f]:.2f}" if f in ("price", "rating") else row[f] for f in HASHED_FIELDS], ensure_ascii=False
+    )
+    return hashlib.md5(canonical.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class TransformedBatch:
+    rows: list[dict[str, Any]]  # valid rows, each with its content_hash
+    rejections: list[Rejection]
+    last_object_id: str | None  # keyset position of the batch (ObjectId bracket only)
+    max_updated_at: datetime | None
+
+
+def transform_batch(docs: list[dict]) -> TransformedBatch:
+    """Flatten, coerce and validate a batch; every document ends up a row or a rejection."""
+    flattened: list[dict[str, Any]] = []
+    sources: list[dict] = []
+    rejections: list[Rejection] = []
+    max_updated: datetime | None = None
+    for doc in docs:
+        updated = doc.get("updatedAt")
+        if isinstance(updated, datetime):
+            updated = updated if updated.tzinfo else updated.replace(tzinfo=UTC)
+            max_updated = updated if max_updated is None else max(max_updated, updated)
+        try:
+            flattened.append(flatten_product(doc))
+            sources.append(doc)
+        except InvalidProduct as err:
+            rejections.append(Rejection(record_id(doc), str(err), doc))
+    frame = pl.DataFrame(flattened, schema=FRAME_SCHEMA, orient="row") if flattened else pl.DataFrame(
+        schema=FRAME_SCHEMA)
+    _, reasons = split_valid(frame, SourceProduct)
+    rows = []
+    for position, row in enumerate(flattened):
+        if position in reasons:
+            rejections.append(Rejection(row["id"], reasons[position], sources[position]))
+        else:
+            row["content_hash"] = content_hash(row)
+            rows.append(row)
+    object_ids = [doc["_id"] for doc in docs if isinstance(doc.get("_id"), ObjectId)]
+    return TransformedBatch(rows, rejections, str(max(object_ids)) if object_ids else None, max_updated)
+
+
+# ---------- extract ----------
+
+def iter_full(products: Collection, batch_size: int) -> Iterator[list[dict]]:
+    """Keyset pages over ObjectId ids, then the (invalid) documents whose _id is of another type."""
+    last: ObjectId | None = None
+    while True:
+        id_filter: dict[str, Any] = {"$type": "objectId"}
+        if last is not None:
+            id_filter["$gt"] = last
+        batch = list(products.find({"_id": id_filter}).sort("_id", 1).limit(batch_size))
+        if not batch:
+            break
+        last = batch[-1]["_id"]
+        yield batch
+    others = products.find({"_id": {"$not": {"$type": "objectId"}}}, batch_size=batch_size)
+    batch = []
+    for doc in others:
+        batch.append(doc)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def iter_changed_since(products: Collection, since: datetime, batch_size: int) -> Iterator[list[dict]]:
+    """Keyset pages over (updatedAt, _id) from `since` on."""
+    position: tuple[datetime, Any] | None = None
+    while True:
+        if position is None:
+            query: dict[str, Any] = {"updatedAt": {"$gte": since}}
+        else:
+            updated, _id = position
+            query = {"$or": [{"updatedAt": {"$gt": updated}}, {"updatedAt": updated, "_id": {"$gt": _id}}]}
+        batch = list(products.find(query).sort([("updatedAt", 1), ("_id", 1)]).limit(batch_size))
+        if not batch:
+            break
+        position = (batch[-1]["updatedAt"], batch[-1]["_id"])
+        yield batch
+
+
+# ---------- load ----------
+
+_STAGE = """
+    CREATE TEMP TABLE IF NOT EXISTS product_stage (
+        id varchar(24), title text, price numeric(12,2), image text, seller_id text, quantity integer,
+        category text, description text, rating numeric(3,2), tags jsonb, source_updated_at timestamptz,
+        content_hash char(32)
+    ) ON COMMIT DELETE ROWS
+"""
+_UPSERT = """
+    INSERT INTO product AS p (id, title, price, image, seller_id, quantity, category, description, rating,
+                              tags, source_updated_at, content_hash, is_active, synced_at)
+    SELECT id, title, price, image, seller_id, quantity, category, description, rating,
+           tags, source_updated_at, content_hash, true, now()
+    FROM product_stage
+    ON CONFLICT (id) DO UPDATE SET
+        title = excluded.title, price = excluded.price, image = excluded.image,
+        seller_id = excluded.seller_id, quantity = excluded.quantity, category = excluded.category,
+        description = excluded.description, rating = excluded.rating, tags = excluded.tags,
+        source_updated_at = excluded.source_updated_at, content_hash = excluded.content_hash,
+        is_active = true, synced_at = excluded.synced_at
+    WHERE (p.content_hash IS DISTINCT FROM excluded.content_hash OR NOT p.is_active)
+      AND (p.source_updated_at IS NULL OR excluded.source_updated_at IS NULL
+           OR excluded.source_updated_at >= p.source_updated_at)
+    RETURNING (xmax = 0) AS inserted
+"""
+_PLAN = """
+    SELECT count(*) FILTER (WHERE p.id IS NULL) AS inserted,
+           count(*) FILTER (WHERE p.id IS NOT NULL
+                            AND (p.content_hash IS DISTINCT FROM s.content_hash OR NOT p.is_active)) AS updated
+    FROM product_stage s LEFT JOIN product p ON p.id = s.id
+"""
+_RANGE = "is_active AND id > %(low)s AND (%(high)s::text IS NULL OR id <= %(high)s) " \
+         "AND NOT EXISTS (SELECT 1 FROM product_stage s WHERE s.id = product.id)"
+_DEACTIVATE = f"UPDATE product SET is_active = false, synced_at = now() WHERE {_RANGE}"  # noqa: S608 - constant
+_COUNT_DEACTIVATE = f"SELECT count(*) FROM product WHERE {_RANGE}"  # noqa: S608 - constant
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _copy_buffer(rows: list[dict[str, Any]]) -> io.StringIO:
+    buffer = io.StringIO()
+    for row in rows:
+        values = {**row, "tags": row["tags_json"]}
+        buffer.write("\t".join(_copy_field(values[c]) for c in COPY_COLUMNS))
+        buffer.write("\n")
+    buffer.seek(0)
+    return buffer
+
+
+@dataclass
+class BatchResult:
+    inserted: int
+    updated: int
+    deactivated: int
+
+
+def load_batch(raw_conn: Any, rows: list[dict[str, Any]], *, deactivate_range: tuple[str, str | None] | None,
+               dry_run: bool) -> BatchResult:
+    """Stage, upsert (or plan) and deactivate one batch in one transaction of a psycopg2 connection."""
+    with raw_conn.cursor() as cur:
+        cur.execute(_STAGE)
+        cur.copy_expert(f"COPY product_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN", _copy_buffer(rows))
+        if dry_run:
+            cur.execute(_PLAN)
+            inserted, updated = cur.fetchone()
+        else:
+            cur.execute(_UPSERT)
+            flags = [row[0] for row in cur.fetchall()]
+            inserted, updated = sum(flags), len(flags) - sum(flags)
+        deactivated = 0
+        if deactivate_range is not None:
+            low, high = deactivate_range
+            cur.execute(_COUNT_DEACTIVATE if dry_run else _DEACTIVATE, {"low": low, "high": high})
+            deactivated = cur.fetchone()[0] if dry_run else cur.rowcount
+    if dry_run:
+        raw_conn.rollback()
+    else:
+        raw_conn.commit()
+    return BatchResult(inserted, updated, deactivated)
+
+
+# ---------- the sync ----------
+
+def sync_products(
+    product_db: Database,
+    cart_db: Engine,
+    warehouse: Engine,
+    *,
+    mode: str = "incremental",
+    dry_run: bool = False,
+    batch_size: int = 5000,
+    run_id: str,
+    progress: Callable[[str], None] | None = None,
+) -> SyncReport:
+    """Bring the cart database's product copy in line with the catalog. Returns what changed."""
+    if mode not in ("incremental", "full"):
+        raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    started_at = datetime.now(UTC)
+    watermark = load_watermark(warehouse, SYNC_NAME)
+    full = mode == "full" or watermark is None
+    report = SyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark)
+    quarantine = Quarantine(warehouse, SOURCE, run_id)
+    products = product_db["products"]
+    if full:
+        batches = iter_full(products, batch_size)
+    else:
+        since = datetime.fromisoformat(watermark["updated_at"]) - WATERMARK_LOOKBACK
+        batches = iter_changed_since(products, since, batch_size)
+
+    max_updated = datetime.fromisoformat(watermark["updated_at"]) if watermark else None
+    last_id = ""
+    raw_conn = cart_db.raw_connection()
+    try:
+        for docs in batches:
+            batch = transform_batch(docs)
+            deactivate_range = None
+            if full and batch.last_object_id is not None:
+                deactivate_range = (last_id, batch.last_object_id)
+                last_id = batch.last_object_id
+            result = load_batch(raw_conn, batch.rows, deactivate_range=deactivate_range, dry_run=dry_run)
+            if not dry_run:
+                quarantine.put(batch.rejections)
+                if not full:
+                    report.resolved += quarantine.resolve(row["id"] for row in batch.rows)
+            report.batches += 1
+            report.read += len(docs)
+            report.inserted += result.inserted
+            report.updated += result.updated
+            report.unchanged += len(batch.rows) - result.inserted - result.updated
+            report.deactivated += result.deactivated
+            report.quarantined += len(batch.rejections)
+            if batch.max_updated_at and (max_updated is None or batch.max_updated_at > max_updated):
+                max_updated = batch.max_updated_at
+            if progress:
+                progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
+                         f"updated {report.updated}, quarantined {report.quarantined}")
+        if full:
+            # Everything past the last id seen no longer exists in the source.
+            tail = load_batch(raw_conn, [], deactivate_range=(last_id, None), dry_run=dry_run)
+            report.deactivated += tail.deactivated
+    finally:
+        raw_conn.close()
+
+    report.watermark_after = {"updated_at": max_updated.isoformat()} if max_updated else watermark
+    if not dry_run:
+        if full:
+            report.resolved += quarantine.resolve_unseen_since(started_at)
+        if report.watermark_after:
+            save_watermark(warehouse, SYNC_NAME, report.watermark_after, run_id)
+    return report.finish()
