@@ -1,0 +1,58 @@
+"""Named jobs a person launches (`dagster job launch -j <name>` or the UI), each tagged with its
+Kubernetes resource profile and the store it writes, which the run queue uses to keep syncs apart."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from etl_assets.k8s import profile_tags
+
+PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
+CART_SNAPSHOTS = dg.AssetKey(["order_db", "carts"])
+WAREHOUSE_GROUP = "warehouse"
+RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
+
+
+def sync_run_config(mode: str, *asset_keys: dg.AssetKey) -> dict:
+    return {"ops": {key.to_python_identifier(): {"config": {"mode": mode}} for key in asset_keys}}
+
+
+product_sync_incremental = dg.define_asset_job(
+    "product_sync_incremental",
+    selection=dg.AssetSelection.assets(PRODUCT_COPY).without_checks(),
+    config=sync_run_config("incremental", PRODUCT_COPY),
+    description="Copy products changed since the watermark into the cart database.",
+    tags={**profile_tags("small", target="cart_db"), **RUN_RETRIES},
+)
+
+cart_sync = dg.define_asset_job(
+    "cart_sync",
+    selection=dg.AssetSelection.assets(CART_SNAPSHOTS).without_checks(),
+    config=sync_run_config("incremental", CART_SNAPSHOTS),
+    description="Refresh the Order MongoDB cart snapshots of carts (or their products) that changed.",
+    tags={**profile_tags("small", target="order_db_carts"), **RUN_RETRIES},
+)
+
+full_reconcile = dg.define_asset_job(
+    "full_reconcile",
+    selection=dg.AssetSelection.assets(PRODUCT_COPY, CART_SNAPSHOTS),
+    config=sync_run_config("full", PRODUCT_COPY, CART_SNAPSHOTS),
+    description="Full product sync and cart sync, with every check of both assets.",
+    tags={**profile_tags("large", target="cart_db"), **RUN_RETRIES},
+)
+
+validate = dg.define_asset_job(
+    "validate",
+    selection=dg.AssetSelection.all_asset_checks(),
+    description="Run every asset check against the stores as they are (the old /api/etl/validate).",
+    tags={**profile_tags("small"), **RUN_RETRIES},
+)
+
+warehouse_build = dg.define_asset_job(
+    "warehouse_build",
+    selection=dg.AssetSelection.groups("orders", WAREHOUSE_GROUP),
+    description="Load one day of orders and rebuild that day's analytics tables.",
+    tags={**profile_tags("small", target="warehouse"), **RUN_RETRIES},
+)
+
+ALL_JOBS = [product_sync_incremental, cart_sync, full_reconcile, validate, warehouse_build]
