@@ -1,10 +1,12 @@
 """Product sync: Product MongoDB `products` → Cart PostgreSQL `product`.
 
-Streams the source in keyset-paginated batches, flattens and validates each document, bulk loads
-valid rows (COPY into a session-private staging table, then INSERT … ON CONFLICT) and quarantines
-the rest. Unchanged rows are not rewritten (content hash). In full mode, copy rows whose ids fall in
-a scanned id range but were not seen valid there are deactivated, never deleted. Each batch commits
-on its own, and the watermark is saved only at the end, so a killed run is simply run again.
+Streams the source in batches (full mode: one server cursor over the collection; incremental mode:
+keyset pages over the (updatedAt, _id) index from the watermark), with the next batch read ahead
+while this one is transformed and loaded. Each document is flattened and validated; valid rows are
+bulk loaded (COPY into a session-private staging table, then INSERT … ON CONFLICT) and the rest are
+quarantined. Unchanged rows are not rewritten (content hash). After a complete full pass, active
+rows not seen valid are deactivated, never deleted. Each batch commits on its own and the watermark
+is saved only at the end, so a killed run is simply run again and converges.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,6 +32,7 @@ from etl_assets.schemas.products import SourceProduct
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
+from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.validate import split_valid
 
 SOURCE = "product_db.products"
@@ -43,8 +47,7 @@ FRAME_SCHEMA = {
 }
 COPY_COLUMNS = ("id", "title", "price", "image", "seller_id", "quantity", "category", "description",
                 "rating", "tags", "source_updated_at", "content_hash")
-HASHED_FIELDS = ("title", "price", "image", "seller_id", "quantity", "category", "description", "rating",
-                 "tags_json")
+CENT = Decimal("0.01")
 
 
 class InvalidProduct(ValueError):
@@ -59,10 +62,14 @@ def _number(doc: dict, field: str, default: float | None) -> float:
         raise InvalidProduct(f"{field}: required field missing")
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal128):
         raise InvalidProduct(f"{field}: expected a number, got {type(value).__name__} {_short(value)}")
-    number = value.to_decimal() if isinstance(value, Decimal128) else value
-    if not math.isfinite(number):
+    if isinstance(value, Decimal128):
+        exact = value.to_decimal()
+        if not exact.is_finite():
+            raise InvalidProduct(f"{field}: not a finite number ({value})")
+        return float(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+    if not math.isfinite(value):
         raise InvalidProduct(f"{field}: not a finite number ({value})")
-    return float(Decimal(number).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    return round(value, 2)
 
 
 def _text(doc: dict, field: str, *, required: bool, default: str | None = None) -> str | None:
@@ -141,18 +148,25 @@ def flatten_product(doc: dict) -> dict[str, Any]:
 
 
 def content_hash(row: dict[str, Any]) -> str:
-    """MD5 of the synced content. Timestamps are excluded, so a touch without a change rewrites nothing."""
-    canonical = json.dumps(
-        [f"{row[f]:.2f}" if f in ("price", "rating") else row[f] for f in HASHED_FIELDS], ensure_ascii=False
-    )
+    """MD5 of the synced content. Timestamps are excluded, so a touch without a change rewrites nothing.
+
+    Fields are joined with NUL, which valid rows cannot contain, and a missing optional field is
+    marked apart from an empty one, so different contents never share a canonical form."""
+    canonical = "\0".join((
+        row["title"], f"{row['price']:.2f}", row["image"], _optional(row["seller_id"]), str(row["quantity"]),
+        row["category"], _optional(row["description"]), f"{row['rating']:.2f}", row["tags_json"],
+    ))
     return hashlib.md5(canonical.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _optional(text: str | None) -> str:
+    return "\1" if text is None else f"={text}"
 
 
 @dataclass
 class TransformedBatch:
-    rows: list[dict[str, Any]]  # valid rows, each with its content_hash
+    valid: pl.DataFrame  # FRAME_SCHEMA plus content_hash
     rejections: list[Rejection]
-    last_object_id: str | None  # keyset position of the batch (ObjectId bracket only)
     max_updated_at: datetime | None
 
 
@@ -172,43 +186,21 @@ def transform_batch(docs: list[dict]) -> TransformedBatch:
             sources.append(doc)
         except InvalidProduct as err:
             rejections.append(Rejection(record_id(doc), str(err), doc))
-    frame = pl.DataFrame(flattened, schema=FRAME_SCHEMA, orient="row") if flattened else pl.DataFrame(
-        schema=FRAME_SCHEMA)
-    _, reasons = split_valid(frame, SourceProduct)
-    rows = []
-    for position, row in enumerate(flattened):
-        if position in reasons:
-            rejections.append(Rejection(row["id"], reasons[position], sources[position]))
-        else:
-            row["content_hash"] = content_hash(row)
-            rows.append(row)
-    object_ids = [doc["_id"] for doc in docs if isinstance(doc.get("_id"), ObjectId)]
-    return TransformedBatch(rows, rejections, str(max(object_ids)) if object_ids else None, max_updated)
+    frame = pl.DataFrame(flattened, schema=FRAME_SCHEMA, orient="row")
+    valid, reasons = split_valid(frame, SourceProduct)
+    for position, reason in reasons.items():
+        rejections.append(Rejection(flattened[position]["id"], reason, sources[position]))
+    hashes = [content_hash(row) for position, row in enumerate(flattened) if position not in reasons]
+    return TransformedBatch(valid.with_columns(content_hash=pl.Series(hashes, dtype=pl.String)),
+                            rejections, max_updated)
 
 
 # ---------- extract ----------
 
 def iter_full(products: Collection, batch_size: int) -> Iterator[list[dict]]:
-    """Keyset pages over ObjectId ids, then the (invalid) documents whose _id is of another type."""
-    last: ObjectId | None = None
-    while True:
-        id_filter: dict[str, Any] = {"$type": "objectId"}
-        if last is not None:
-            id_filter["$gt"] = last
-        batch = list(products.find({"_id": id_filter}).sort("_id", 1).limit(batch_size))
-        if not batch:
-            break
-        last = batch[-1]["_id"]
-        yield batch
-    others = products.find({"_id": {"$not": {"$type": "objectId"}}}, batch_size=batch_size)
-    batch = []
-    for doc in others:
-        batch.append(doc)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    """The whole collection in one server cursor, in natural order: the cheapest full scan a server
+    offers. Deactivation does not depend on the order (ids seen are collected server-side)."""
+    return batched(products.find({}, batch_size=batch_size), batch_size)
 
 
 def iter_changed_since(products: Collection, since: datetime, batch_size: int) -> Iterator[list[dict]]:
@@ -234,7 +226,8 @@ _STAGE = """
         id varchar(24), title text, price numeric(12,2), image text, seller_id text, quantity integer,
         category text, description text, rating numeric(3,2), tags jsonb, source_updated_at timestamptz,
         content_hash char(32)
-    ) ON COMMIT DELETE ROWS
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS product_seen (id varchar(24) PRIMARY KEY)
 """
 _UPSERT = """
     INSERT INTO product AS p (id, title, price, image, seller_id, quantity, category, description, rating,
@@ -259,29 +252,19 @@ _PLAN = """
                             AND (p.content_hash IS DISTINCT FROM s.content_hash OR NOT p.is_active)) AS updated
     FROM product_stage s LEFT JOIN product p ON p.id = s.id
 """
-_RANGE = "is_active AND id > %(low)s AND (%(high)s::text IS NULL OR id <= %(high)s) " \
-         "AND NOT EXISTS (SELECT 1 FROM product_stage s WHERE s.id = product.id)"
-_DEACTIVATE = f"UPDATE product SET is_active = false, synced_at = now() WHERE {_RANGE}"  # noqa: S608 - constant
-_COUNT_DEACTIVATE = f"SELECT count(*) FROM product WHERE {_RANGE}"  # noqa: S608 - constant
+COPY_NULL = "\\N"
+_COPY = f"COPY product_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
+_REMEMBER_SEEN = "INSERT INTO product_seen SELECT id FROM product_stage ON CONFLICT DO NOTHING"
+_UNSEEN = "is_active AND NOT EXISTS (SELECT 1 FROM product_seen s WHERE s.id = product.id)"
+_DEACTIVATE_UNSEEN = f"UPDATE product SET is_active = false, synced_at = now() WHERE {_UNSEEN}"  # noqa: S608
+_COUNT_UNSEEN = f"SELECT count(*) FROM product WHERE {_UNSEEN}"  # noqa: S608 - constant
 
 
-def _copy_field(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _copy_buffer(rows: list[dict[str, Any]]) -> io.StringIO:
-    buffer = io.StringIO()
-    for row in rows:
-        values = {**row, "tags": row["tags_json"]}
-        buffer.write("\t".join(_copy_field(values[c]) for c in COPY_COLUMNS))
-        buffer.write("\n")
+def _copy_buffer(valid: pl.DataFrame) -> io.BytesIO:
+    """Valid rows as CSV in COPY_COLUMNS order: strings quoted, NULL as an unquoted \\N."""
+    buffer = io.BytesIO()
+    valid.select(*(("tags_json" if c == "tags" else c) for c in COPY_COLUMNS)).write_csv(
+        buffer, include_header=False, quote_style="non_numeric", null_value=COPY_NULL, float_precision=2)
     buffer.seek(0)
     return buffer
 
@@ -290,32 +273,48 @@ def _copy_buffer(rows: list[dict[str, Any]]) -> io.StringIO:
 class BatchResult:
     inserted: int
     updated: int
-    deactivated: int
 
 
-def load_batch(raw_conn: Any, rows: list[dict[str, Any]], *, deactivate_range: tuple[str, str | None] | None,
-               dry_run: bool) -> BatchResult:
-    """Stage, upsert (or plan) and deactivate one batch in one transaction of a psycopg2 connection."""
-    with raw_conn.cursor() as cur:
-        cur.execute(_STAGE)
-        cur.copy_expert(f"COPY product_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN", _copy_buffer(rows))
-        if dry_run:
-            cur.execute(_PLAN)
-            inserted, updated = cur.fetchone()
-        else:
-            cur.execute(_UPSERT)
-            flags = [row[0] for row in cur.fetchall()]
-            inserted, updated = sum(flags), len(flags) - sum(flags)
-        deactivated = 0
-        if deactivate_range is not None:
-            low, high = deactivate_range
-            cur.execute(_COUNT_DEACTIVATE if dry_run else _DEACTIVATE, {"low": low, "high": high})
-            deactivated = cur.fetchone()[0] if dry_run else cur.rowcount
-    if dry_run:
-        raw_conn.rollback()
-    else:
-        raw_conn.commit()
-    return BatchResult(inserted, updated, deactivated)
+class ProductLoader:
+    """Loads batches over one cart-database session. The session's temp tables stage each batch and
+    remember the ids seen valid, so a full pass can deactivate the rest at the end. A dry run only
+    counts what the writes would change; it touches nothing but its own temp tables."""
+
+    def __init__(self, cart_db: Engine, *, dry_run: bool):
+        self.dry_run = dry_run
+        self.conn = cart_db.raw_connection()
+        self.conn.detach()  # its own session: the temp tables end with it, never reused from the pool
+
+    def __enter__(self) -> ProductLoader:
+        with self.conn.cursor() as cur:
+            cur.execute(_STAGE)
+        self.conn.commit()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+    def load(self, valid: pl.DataFrame, *, remember_seen: bool) -> BatchResult:
+        with self.conn.cursor() as cur:
+            cur.copy_expert(_COPY, _copy_buffer(valid))
+            if self.dry_run:
+                cur.execute(_PLAN)
+                inserted, updated = cur.fetchone()
+            else:
+                cur.execute(_UPSERT)
+                flags = [row[0] for row in cur.fetchall()]
+                inserted, updated = sum(flags), len(flags) - sum(flags)
+            if remember_seen:
+                cur.execute(_REMEMBER_SEEN)
+        self.conn.commit()
+        return BatchResult(inserted, updated)
+
+    def deactivate_unseen(self) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(_COUNT_UNSEEN if self.dry_run else _DEACTIVATE_UNSEEN)
+            deactivated = cur.fetchone()[0] if self.dry_run else cur.rowcount
+        self.conn.commit()
+        return deactivated
 
 
 # ---------- the sync ----------
@@ -349,38 +348,44 @@ def sync_products(
         batches = iter_changed_since(products, since, batch_size)
 
     max_updated = datetime.fromisoformat(watermark["updated_at"]) if watermark else None
-    last_id = ""
-    raw_conn = cart_db.raw_connection()
-    try:
-        for docs in batches:
+    def store(batch: TransformedBatch) -> tuple[BatchResult, int]:
+        result = loader.load(batch.valid, remember_seen=full)
+        resolved = 0
+        if not dry_run:
+            quarantine.put(batch.rejections)
+            if not full:
+                resolved = quarantine.resolve(batch.valid["id"])
+        return result, resolved
+
+    def account(batch: TransformedBatch, stored: Future) -> None:
+        result, resolved = stored.result()
+        report.inserted += result.inserted
+        report.updated += result.updated
+        report.unchanged += batch.valid.height - result.inserted - result.updated
+        report.resolved += resolved
+        if progress:
+            progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
+                     f"updated {report.updated}, quarantined {report.quarantined}")
+
+    # Three stages overlap: the source streams the next batch (read_ahead), this thread transforms,
+    # and one writer thread loads the previous batch. One batch is in flight at a time, in order.
+    in_flight: tuple[TransformedBatch, Future] | None = None
+    with ProductLoader(cart_db, dry_run=dry_run) as loader, ThreadPoolExecutor(1, "product-load") as writer:
+        for docs in read_ahead(batches):
             batch = transform_batch(docs)
-            deactivate_range = None
-            if full and batch.last_object_id is not None:
-                deactivate_range = (last_id, batch.last_object_id)
-                last_id = batch.last_object_id
-            result = load_batch(raw_conn, batch.rows, deactivate_range=deactivate_range, dry_run=dry_run)
-            if not dry_run:
-                quarantine.put(batch.rejections)
-                if not full:
-                    report.resolved += quarantine.resolve(row["id"] for row in batch.rows)
             report.batches += 1
             report.read += len(docs)
-            report.inserted += result.inserted
-            report.updated += result.updated
-            report.unchanged += len(batch.rows) - result.inserted - result.updated
-            report.deactivated += result.deactivated
             report.quarantined += len(batch.rejections)
             if batch.max_updated_at and (max_updated is None or batch.max_updated_at > max_updated):
                 max_updated = batch.max_updated_at
-            if progress:
-                progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
-                         f"updated {report.updated}, quarantined {report.quarantined}")
+            if in_flight:
+                account(*in_flight)
+            in_flight = (batch, writer.submit(store, batch))
+        if in_flight:
+            account(*in_flight)
         if full:
-            # Everything past the last id seen no longer exists in the source.
-            tail = load_batch(raw_conn, [], deactivate_range=(last_id, None), dry_run=dry_run)
-            report.deactivated += tail.deactivated
-    finally:
-        raw_conn.close()
+            # Only after a complete pass: active rows the pass did not see valid left the source.
+            report.deactivated = loader.deactivate_unseen()
 
     report.watermark_after = {"updated_at": max_updated.isoformat()} if max_updated else watermark
     if not dry_run:

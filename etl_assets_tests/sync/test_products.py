@@ -72,7 +72,7 @@ def test_hash_ignores_timestamps_but_not_content():
 
 def test_transform_splits_schema_failures_with_reasons():
     batch = transform_batch([product(1), product(2, price=-5), product(3, category="toys"), {"_id": "x"}])
-    assert [row["id"] for row in batch.rows] == [f"{1:024x}"]
+    assert batch.valid["id"].to_list() == [f"{1:024x}"]
     reasons = {r.record_id: r.reason for r in batch.rejections}
     assert "price: greater_than_or_equal_to(0)" in reasons[f"{2:024x}"]
     assert "category: isin" in reasons[f"{3:024x}"]
@@ -113,6 +113,10 @@ def test_deactivation_after_source_delete(stores):
     rows = copy_rows(stores)
     assert len(rows) == 10  # never deleted
     assert {i for i, r in rows.items() if not r["is_active"]} == {f"{n:024x}" for n in (1, 5, 10)}
+
+    stores.product_db.products.delete_many({})
+    assert run(stores, mode="full").deactivated == 7
+    assert not any(r["is_active"] for r in copy_rows(stores).values())
 
 
 def test_incremental_sync_reads_only_changes_after_watermark(stores):
