@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS orders (
     paid_at        timestamptz
 );
 CREATE INDEX IF NOT EXISTS orders_day_idx ON orders (order_day);
+-- The cart funnel looks up a user's latest order of a product.
+CREATE INDEX IF NOT EXISTS orders_user_idx ON orders (user_id, created_at);
 
 CREATE TABLE IF NOT EXISTS order_items (
     order_id      text          NOT NULL,

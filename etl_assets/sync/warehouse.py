@@ -1,0 +1,246 @@
+"""The warehouse's daily analytics: polars transforms, and loaders that replace one day in one transaction.
+
+Every transform is a pure function of polars frames, valid for a whole day or for any batch of it:
+their outputs are sums, so the loaders stream the day in batches and add the partial results up with
+`sum_partials`. Memory follows the batch size and the number of products, never the day's volume.
+
+- daily_sales: orders, units and revenue (sum of item subtotals, before tax, shipping and discount) of
+  the orders created that day, whatever their status.
+- product_sales: units and revenue per product sold that day.
+- cart_funnel: the carts that exist at the end of the day, each in one state. Converted: the user ordered
+  the product at or after the cart was created (and before the end of the day). Abandoned: not converted
+  and idle (since updatedAt) longer than `abandon_after_days`. Active: the rest. Carts are read in their
+  current state, so a cart touched after the day counts as active for that day.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import pandera.polars as pa
+import polars as pl
+import sqlalchemy as sa
+from pymongo.database import Database
+from sqlalchemy.engine import Connection, Engine
+
+from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
+from etl_assets.sync.orders import UnreadableFieldError, day_window, in_batches, read_text, read_timestamp
+
+SALES_ITEM_SCHEMA = pl.Schema({"line_no": pl.Int64, "product_id": pl.String, "quantity": pl.Int64,
+                               "subtotal": pl.Float64})
+CART_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
+                         "created_at": pl.Datetime("us", "UTC"), "updated_at": pl.Datetime("us", "UTC")})
+ORDERED_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
+                            "ordered_at": pl.Datetime("us", "UTC")})
+
+
+def daily_sales(day: date, items: pl.DataFrame) -> pl.DataFrame:
+    """One DailySalesTable row from order lines (line_no, quantity, subtotal) of `day`.
+
+    Every order has exactly one first line, so counting first lines counts orders and, unlike a
+    distinct count, stays correct when the lines of one order fall into different batches.
+    """
+    return items.select(
+        pl.lit(day, dtype=pl.Date).alias("day"),
+        (pl.col("line_no") == 1).sum().cast(pl.Int64).alias("orders"),
+        pl.col("quantity").sum().cast(pl.Int64).alias("units"),
+        pl.col("subtotal").sum().cast(pl.Float64).alias("revenue"),
+    )
+
+
+def product_sales(day: date, items: pl.DataFrame) -> pl.DataFrame:
+    """ProductSalesTable rows from order lines (product_id, quantity, subtotal) of `day`."""
+    return (
+        items.group_by("product_id")
+        .agg(pl.col("quantity").sum().cast(pl.Int64).alias("units"), pl.col("subtotal").sum().alias("revenue"))
+        .select(pl.lit(day, dtype=pl.Date).alias("day"), "product_id", "units", "revenue")
+    )
+
+
+def cart_funnel(day: date, carts: pl.DataFrame, ordered: pl.DataFrame, abandon_after_days: int) -> pl.DataFrame:
+    """One CartFunnelTable row for the end of `day`.
+
+    carts: user_id, product_id, created_at, updated_at; the later of the two is the last activity.
+    ordered: user_id, product_id, ordered_at: when that user ordered that product, one row per order
+    or already reduced to the latest order per pair; orders after the day are ignored.
+    """
+    _, end_of_day = day_window(day)
+    idle_since = end_of_day - timedelta(days=abandon_after_days)
+    last_ordered = (
+        ordered.filter(pl.col("ordered_at") < end_of_day)
+        .group_by("user_id", "product_id")
+        .agg(pl.col("ordered_at").max().alias("last_ordered_at"))
+    )
+    states = (
+        carts.filter(pl.col("created_at") < end_of_day)
+        .join(last_ordered, on=["user_id", "product_id"], how="left")
+        .select(
+            converted=(pl.col("last_ordered_at") >= pl.col("created_at")).fill_null(False),
+            idle=pl.max_horizontal("created_at", "updated_at") < idle_since,
+        )
+        .select(
+            active_carts=(~pl.col("converted") & ~pl.col("idle")).sum(),
+            abandoned_carts=(~pl.col("converted") & pl.col("idle")).sum(),
+            converted_carts=pl.col("converted").sum(),
+        )
+    )
+    return states.select(
+        pl.lit(day, dtype=pl.Date).alias("day"),
+        pl.all().cast(pl.Int64),
+        pl.lit(abandon_after_days, dtype=pl.Int64).alias("abandon_after_days"),
+    )
+
+
+def sum_partials(partials: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
+    """Add up the outputs of one transform over several batches, per key."""
+    combined = pl.concat(partials)
+    return combined.group_by(keys, maintain_order=True).agg(pl.exclude(keys).sum()).select(combined.columns)
+
+
+@dataclass
+class DayLoad:
+    """What a loader wrote for one day: the rows themselves and how much it read and replaced."""
+
+    table: str
+    day: date
+    rows: pl.DataFrame
+    read: int
+    replaced: int
+    skipped: int = 0
+    duration_s: float = 0.0
+
+
+def _finish(model: type[pa.DataFrameModel], frame: pl.DataFrame, sort_by: list[str]) -> pl.DataFrame:
+    """Round money to cents and hold the frame to its table's model before it is written."""
+    if "revenue" in frame.columns:
+        frame = frame.with_columns(pl.col("revenue").round(2))
+    return model.validate(frame.sort(sort_by), lazy=True)
+
+
+def _replace_day(conn: Connection, table: str, day: date, rows: pl.DataFrame) -> int:
+    """Delete the day's rows and insert `rows`, inside the caller's transaction; returns rows deleted."""
+    target = sa.table(table, *map(sa.column, rows.columns))
+    deleted = conn.execute(sa.delete(target).where(target.c.day == day)).rowcount
+    if not rows.is_empty():
+        conn.execute(sa.insert(target), rows.to_dicts())
+    return deleted
+
+
+def _stream_frames(
+    conn: Connection, query: sa.TextClause, params: Mapping[str, Any], schema: pl.Schema, batch_size: int
+) -> Iterator[pl.DataFrame]:
+    """A query's rows as frames of `batch_size`, through a server-side cursor."""
+    result = conn.execute(query, params, execution_options={"yield_per": batch_size})
+    for rows in result.partitions():
+        yield pl.DataFrame(rows, schema=schema, orient="row")
+
+
+_DAY_ITEMS = sa.text("""
+    SELECT line_no::bigint, product_id, quantity::bigint, subtotal::float8
+    FROM order_items WHERE order_day = :day
+""")
+
+
+def load_daily_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
+    """Replace the day's `daily_sales` row (a row of zeros for a day without orders)."""
+    started = time.monotonic()
+    read = 0
+    with warehouse.begin() as conn:
+        partials = [daily_sales(day, SALES_ITEM_SCHEMA.to_frame())]
+        for items in _stream_frames(conn, _DAY_ITEMS, {"day": day}, SALES_ITEM_SCHEMA, batch_size):
+            partials.append(daily_sales(day, items))
+            read += items.height
+        rows = _finish(DailySalesTable, sum_partials(partials, ["day"]), ["day"])
+        replaced = _replace_day(conn, "daily_sales", day, rows)
+    return DayLoad("daily_sales", day, rows, read, replaced, duration_s=round(time.monotonic() - started, 3))
+
+
+def load_product_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
+    """Replace the day's `product_sales` rows, one per product sold."""
+    started = time.monotonic()
+    read = 0
+    with warehouse.begin() as conn:
+        partials = [product_sales(day, SALES_ITEM_SCHEMA.to_frame())]
+        for items in _stream_frames(conn, _DAY_ITEMS, {"day": day}, SALES_ITEM_SCHEMA, batch_size):
+            partials.append(product_sales(day, items))
+            read += items.height
+        rows = _finish(ProductSalesTable, sum_partials(partials, ["day", "product_id"]), ["product_id"])
+        replaced = _replace_day(conn, "product_sales", day, rows)
+    return DayLoad("product_sales", day, rows, read, replaced, duration_s=round(time.monotonic() - started, 3))
+
+
+# The latest order of each (user, product) pair of a batch of carts, before the end of the day.
+_LAST_ORDERED = sa.text("""
+    SELECT o.user_id, i.product_id, max(o.created_at) AS ordered_at
+    FROM unnest(CAST(:user_ids AS text[]), CAST(:product_ids AS text[])) AS c(user_id, product_id)
+    JOIN orders o ON o.user_id = c.user_id
+    JOIN order_items i ON i.order_id = o.order_id AND i.product_id = c.product_id
+    WHERE o.created_at < :end_of_day
+    GROUP BY o.user_id, i.product_id
+""")
+
+
+def _flatten_cart(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The cart's funnel fields, or None when one it needs is missing or cannot be coerced."""
+    try:
+        cart = {
+            "user_id": read_text(doc.get("userId"), "userId"),
+            "product_id": read_text(doc.get("productId"), "productId"),
+            "created_at": read_timestamp(doc.get("createdAt"), "createdAt"),
+            "updated_at": read_timestamp(doc.get("updatedAt"), "updatedAt"),
+        }
+    except UnreadableFieldError:
+        return None
+    required = ("user_id", "product_id", "created_at")
+    return cart if all(cart[name] is not None for name in required) else None
+
+
+def load_cart_funnel(
+    order_db: Database, warehouse: Engine, day: date, *, abandon_after_days: int = 3, batch_size: int = 5000
+) -> DayLoad:
+    """Replace the day's `cart_funnel` row from the Order service's carts and the warehouse's orders.
+
+    Carts the funnel cannot place (no user, product or creation date) are counted as `skipped`; the
+    cart sync owns their quarantine.
+    """
+    if abandon_after_days < 1:
+        raise ValueError(f"abandon_after_days must be at least 1, got {abandon_after_days}")
+    started = time.monotonic()
+    _, end_of_day = day_window(day)
+    read = skipped = 0
+    partials = [cart_funnel(day, CART_SCHEMA.to_frame(), ORDERED_SCHEMA.to_frame(), abandon_after_days)]
+    docs = order_db.carts.find(
+        {"createdAt": {"$lt": end_of_day}},
+        {"_id": 0, "userId": 1, "productId": 1, "createdAt": 1, "updatedAt": 1},
+        batch_size=batch_size,
+    )
+    with warehouse.begin() as conn:
+        for batch in in_batches(docs, batch_size):
+            flat = [cart for cart in map(_flatten_cart, batch) if cart is not None]
+            read += len(batch)
+            skipped += len(batch) - len(flat)
+            carts = pl.DataFrame(flat, schema=CART_SCHEMA)
+            pairs = carts.select("user_id", "product_id").unique()
+            ordered = pl.DataFrame(conn.execute(_LAST_ORDERED, {
+                "user_ids": pairs["user_id"].to_list(), "product_ids": pairs["product_id"].to_list(),
+                "end_of_day": end_of_day,
+            }).all(), schema=ORDERED_SCHEMA, orient="row")
+            partials.append(cart_funnel(day, carts, ordered, abandon_after_days))
+        rows = _finish(CartFunnelTable, sum_partials(partials, ["day", "abandon_after_days"]), ["day"])
+        replaced = _replace_day(conn, "cart_funnel", day, rows)
+    return DayLoad("cart_funnel", day, rows, read, replaced, skipped, round(time.monotonic() - started, 3))
+
+
+def table_columns(warehouse: Engine, table: str) -> list[tuple[str, str, bool]]:
+    """(name, SQL type, nullable) of a warehouse table's columns, in order, as the database has them."""
+    with warehouse.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text("""
+            SELECT attname, format_type(atttypid, atttypmod), NOT attnotnull
+            FROM pg_attribute
+            WHERE attrelid = CAST(:table AS regclass) AND attnum > 0 AND NOT attisdropped
+            ORDER BY attnum
+        """), {"table": table})]

@@ -1,0 +1,184 @@
+"""The warehouse transforms on plain polars frames, and the replace-day loaders on real stores."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from polars.testing import assert_frame_equal
+
+from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
+from etl_assets.sync.orders import sync_order_day
+from etl_assets.sync.warehouse import (
+    CART_SCHEMA,
+    ORDERED_SCHEMA,
+    SALES_ITEM_SCHEMA,
+    cart_funnel,
+    daily_sales,
+    load_cart_funnel,
+    load_daily_sales,
+    load_product_sales,
+    product_sales,
+    sum_partials,
+)
+from etl_assets_tests.sync.test_orders import at, make_order
+
+DAY = date(2025, 3, 10)
+END_OF_DAY = datetime(2025, 3, 11, tzinfo=UTC)
+
+
+def items(*lines: tuple[int, str, int, float]) -> pl.DataFrame:
+    """Order lines as (line_no, product_id, quantity, subtotal)."""
+    return pl.DataFrame(lines, schema=SALES_ITEM_SCHEMA, orient="row")
+
+
+LINES = items((1, "p1", 2, 10.0), (2, "p2", 1, 3.25), (1, "p1", 1, 5.0), (1, "p3", 4, 0.4), (2, "p1", 3, 15.0))
+
+
+# --- transforms ----------------------------------------------------------------------------------------
+
+def test_daily_sales_counts_orders_by_their_first_line() -> None:
+    expected = pl.DataFrame({"day": [DAY], "orders": [3], "units": [11], "revenue": [33.65]})
+    assert_frame_equal(daily_sales(DAY, LINES), expected, check_dtypes=False)
+    DailySalesTable.validate(daily_sales(DAY, LINES))
+
+
+def test_a_day_without_lines_has_a_row_of_zeros() -> None:
+    assert daily_sales(DAY, items()).rows() == [(DAY, 0, 0, 0.0)]
+    assert product_sales(DAY, items()).is_empty()
+
+
+def test_product_sales_sums_units_and_revenue_per_product() -> None:
+    rows = product_sales(DAY, LINES).sort("product_id")
+    assert rows.rows() == [(DAY, "p1", 6, 30.0), (DAY, "p2", 1, 3.25), (DAY, "p3", 4, 0.4)]
+    ProductSalesTable.validate(rows)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_batches_add_up_to_the_whole_day(batch_size: int) -> None:
+    batches = [LINES.slice(offset, batch_size) for offset in range(0, LINES.height, batch_size)]
+    assert_frame_equal(sum_partials([daily_sales(DAY, b) for b in batches], ["day"]), daily_sales(DAY, LINES))
+    assert_frame_equal(
+        sum_partials([product_sales(DAY, b) for b in batches], ["day", "product_id"]).sort("product_id"),
+        product_sales(DAY, LINES).sort("product_id"),
+    )
+
+
+def carts(*rows: tuple[str, str, datetime, datetime | None]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=CART_SCHEMA, orient="row")
+
+
+def ordered(*rows: tuple[str, str, datetime]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=ORDERED_SCHEMA, orient="row")
+
+
+def funnel(cart_rows: pl.DataFrame, order_rows: pl.DataFrame, abandon_after_days: int = 3) -> dict[str, Any]:
+    return cart_funnel(DAY, cart_rows, order_rows, abandon_after_days).row(0, named=True)
+
+
+def test_a_cart_converts_when_its_user_orders_its_product_after_creating_it() -> None:
+    created = END_OF_DAY - timedelta(days=10)
+    cart_rows = carts(("u1", "p1", created, None), ("u2", "p1", created, None), ("u3", "p1", created, None),
+                      ("u4", "p1", created, None))
+    order_rows = ordered(
+        ("u1", "p1", created),                            # at the cart's creation: converted
+        ("u2", "p1", created - timedelta(days=1)),        # before the cart: not converted
+        ("u3", "p2", created + timedelta(days=1)),        # another product: not converted
+        ("u4", "p1", END_OF_DAY),                         # after the day: not yet converted
+        ("u9", "p1", created + timedelta(days=1)),        # another user
+    )
+    assert funnel(cart_rows, order_rows)["converted_carts"] == 1
+
+
+def test_idle_carts_are_abandoned_and_the_rest_active() -> None:
+    cart_rows = carts(
+        ("u1", "p1", END_OF_DAY - timedelta(days=5), None),                                  # idle 5 days
+        ("u2", "p1", END_OF_DAY - timedelta(days=5), END_OF_DAY - timedelta(days=2)),        # touched 2 days ago
+        ("u3", "p1", END_OF_DAY - timedelta(days=3), None),                                  # idle exactly 3 days
+        ("u4", "p1", END_OF_DAY - timedelta(days=9), END_OF_DAY + timedelta(days=1)),        # touched after the day
+        ("u5", "p1", END_OF_DAY, None),                                                      # created after the day
+    )
+    result = cart_funnel(DAY, cart_rows, ordered(), 3)
+    assert result.rows() == [(DAY, 3, 1, 0, 3)]
+    CartFunnelTable.validate(result)
+    assert funnel(cart_rows, ordered(), abandon_after_days=1)["abandoned_carts"] == 3
+
+
+def test_a_converted_cart_is_never_abandoned() -> None:
+    created = END_OF_DAY - timedelta(days=30)
+    row = funnel(carts(("u1", "p1", created, None)), ordered(("u1", "p1", created + timedelta(days=1))))
+    assert (row["active_carts"], row["abandoned_carts"], row["converted_carts"]) == (0, 0, 1)
+
+
+def test_no_carts_give_a_row_of_zeros() -> None:
+    assert cart_funnel(DAY, carts(), ordered(), 3).rows() == [(DAY, 0, 0, 0, 3)]
+
+
+# --- loaders on real stores ----------------------------------------------------------------------------
+
+def table(engine: sa.Engine, query: str) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(query))]
+
+
+@pytest.fixture
+def loaded_day(stores):
+    """Three valid orders on DAY, one the day before, loaded into the warehouse's orders tables."""
+    stores.order_db.orders.insert_many([
+        make_order(at(DAY, 1), user="u1", items=[("p1", 2, 5.0), ("p2", 1, 3.25)]),
+        make_order(at(DAY, 2), user="u2", items=[("p1", 1, 5.0)]),
+        make_order(at(DAY, 3), user="u3", items=[("p3", 4, 0.1)]),
+        make_order(at(DAY - timedelta(days=1), 4), user="u4", items=[("p1", 9, 5.0)]),
+    ])
+    for day in (DAY - timedelta(days=1), DAY):
+        sync_order_day(stores.order_db, stores.warehouse_engine, day, run_id="run-1")
+    return stores
+
+
+def test_daily_sales_replaces_its_day_and_a_rerun_is_idempotent(loaded_day) -> None:
+    engine = loaded_day.warehouse_engine
+    first = load_daily_sales(engine, DAY, batch_size=2)
+    assert (first.read, first.replaced) == (4, 0)
+    rows = table(engine, "SELECT day, orders, units, revenue::float8 FROM daily_sales")
+    assert rows == [(DAY, 3, 8, 18.65)]
+
+    again = load_daily_sales(engine, DAY, batch_size=2)
+    assert again.replaced == 1
+    assert table(engine, "SELECT day, orders, units, revenue::float8 FROM daily_sales") == rows
+
+
+def test_product_sales_writes_one_row_per_product_of_the_day(loaded_day) -> None:
+    engine = loaded_day.warehouse_engine
+    load = load_product_sales(engine, DAY, batch_size=1)
+    assert load.read == 4 and load.rows.height == 3
+    load_product_sales(engine, DAY)
+    assert table(engine, "SELECT product_id, units, revenue::float8 FROM product_sales ORDER BY product_id") == [
+        ("p1", 3, 15.0), ("p2", 1, 3.25), ("p3", 4, 0.4)]
+
+
+def test_the_cart_funnel_reads_carts_and_the_warehouse_orders(loaded_day) -> None:
+    old = END_OF_DAY - timedelta(days=10)
+    loaded_day.order_db.carts.insert_many([
+        {"cartId": "c1", "userId": "u1", "productId": "p1", "createdAt": old, "updatedAt": old},   # converted
+        {"cartId": "c2", "userId": "u4", "productId": "p1", "createdAt": old, "updatedAt": old},   # converted earlier
+        {"cartId": "c3", "userId": "u5", "productId": "p1", "createdAt": old, "updatedAt": old},   # abandoned
+        {"cartId": "c4", "userId": "u6", "productId": "p2", "createdAt": old,
+         "updatedAt": END_OF_DAY - timedelta(hours=1)},                                             # active
+        {"cartId": "c5", "userId": "u7", "productId": "p2", "createdAt": END_OF_DAY},               # after the day
+        {"cartId": "c6", "productId": "p2", "createdAt": old},                                     # no user
+    ])
+    engine = loaded_day.warehouse_engine
+    load = load_cart_funnel(loaded_day.order_db, engine, DAY, batch_size=2)
+    assert (load.read, load.skipped) == (5, 1)
+    assert table(engine, "SELECT * FROM cart_funnel") == [(DAY, 1, 1, 2, 3)]
+
+    load_cart_funnel(loaded_day.order_db, engine, DAY, abandon_after_days=30)
+    assert table(engine, "SELECT * FROM cart_funnel") == [(DAY, 2, 0, 2, 30)]
+
+
+def test_the_idle_threshold_must_be_at_least_a_day(stores) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        load_cart_funnel(stores.order_db, stores.warehouse_engine, DAY, abandon_after_days=0)
