@@ -12,11 +12,10 @@ Documents dated before the first partition are outside the warehouse's range and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import islice
 from typing import Any
 
 import polars as pl
@@ -29,6 +28,7 @@ from etl_assets.schemas.orders import FlatOrder, OrderItemRow, polars_schema
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
+from etl_assets.sync.streams import batched
 from etl_assets.sync.validate import split_valid
 
 SOURCE = "order_db.orders"
@@ -199,13 +199,6 @@ def split_orders(docs: Iterable[Mapping[str, Any]]) -> OrderBatch:
     )
 
 
-def in_batches(docs: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
-    """Lists of up to `size` documents, pulled from a cursor as they are needed."""
-    iterator = iter(docs)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 _ORDERS = sa.table("orders", *map(sa.column, ORDER_COLUMNS))
 _ORDER_ITEMS = sa.table("order_items", *map(sa.column, ORDER_ITEM_COLUMNS))
 
@@ -270,7 +263,7 @@ def sync_order_day(
     with warehouse.begin() as conn:
         conn.execute(sa.text("DELETE FROM order_items WHERE order_day = :day"), {"day": day})
         report.replaced = conn.execute(sa.text("DELETE FROM orders WHERE order_day = :day"), {"day": day}).rowcount
-        for batch_docs in in_batches(docs, batch_size):
+        for batch_docs in batched(docs, batch_size):
             batch = split_orders(batch_docs)
             quarantine.put(batch.rejections)
             _insert(conn, batch)
@@ -297,7 +290,7 @@ def quarantine_undated_orders(order_db: Database, warehouse: Engine, *, run_id: 
     started_at = _warehouse_now(warehouse)
     undated = 0
     docs = order_db.orders.find({"createdAt": {"$not": {"$type": "date"}}}, batch_size=batch_size)
-    for batch in in_batches(docs, batch_size):
+    for batch in batched(docs, batch_size):
         quarantine.put([Rejection(str(doc["_id"]), _undated_reason(doc), doc) for doc in batch])
         undated += len(batch)
     with warehouse.begin() as conn:

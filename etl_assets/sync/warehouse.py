@@ -28,7 +28,8 @@ from pymongo.database import Database
 from sqlalchemy.engine import Connection, Engine
 
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
-from etl_assets.sync.orders import UnreadableFieldError, day_window, in_batches, read_text, read_timestamp
+from etl_assets.sync.orders import UnreadableFieldError, day_window, read_text, read_timestamp
+from etl_assets.sync.streams import batched
 
 SALES_ITEM_SCHEMA = pl.Schema({"line_no": pl.Int64, "product_id": pl.String, "quantity": pl.Int64,
                                "subtotal": pl.Float64})
@@ -219,7 +220,7 @@ def load_cart_funnel(
         batch_size=batch_size,
     )
     with warehouse.begin() as conn:
-        for batch in in_batches(docs, batch_size):
+        for batch in batched(docs, batch_size):
             flat = [cart for cart in map(_flatten_cart, batch) if cart is not None]
             read += len(batch)
             skipped += len(batch) - len(flat)

@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.definitions.observe import observe
 
 from etl_assets.assets.orders import DAILY, order_assets, order_db_orders, warehouse_orders
 from etl_assets.assets.warehouse import cart_funnel, daily_sales, product_sales, warehouse_assets
@@ -116,9 +115,10 @@ def test_the_cart_funnel_takes_its_idle_threshold_from_run_config(stores) -> Non
 
 def test_the_source_version_changes_when_an_order_arrives(stores) -> None:
     def observed_version() -> str:
-        result = observe([order_db_orders], resources=stores.resources())
-        return result.get_asset_observation_events()[0].asset_observation_data.asset_observation.tags[
-            "dagster/data_version"]
+        defs = dg.Definitions(assets=[order_db_orders], resources=stores.resources(),
+                              jobs=[dg.define_asset_job("observe", selection=[order_db_orders])])
+        result = defs.resolve_job_def("observe").execute_in_process()
+        return result.asset_observations_for_node("order_db__orders")[0].tags["dagster/data_version"]
 
     stores.order_db.orders.insert_one(make_order(at(DAY, 1)))
     before = observed_version()
