@@ -1,0 +1,85 @@
+"""Named Kubernetes resource profiles, turned into the tags dagster-k8s reads.
+
+A job carries `profile_tags(...)`: its run pod gets the profile's requests and limits through the
+`dagster-k8s/config` tag, and the run queue reads `shop-sync/target` to keep two syncs into the same
+store apart. dagster-k8s deep-merges the tag onto the instance's `run_k8s_config`, so a profile only
+states resources; the security context, volumes and annotations come from the instance.
+
+A job that needs a pod per step uses `step_isolated_executor`; its run-level tags do not reach the step
+pods, so ops or assets that need more than the instance default carry `step_op_tags(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dagster_k8s import k8s_job_executor
+from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
+
+PROFILE_TAG = "shop-sync/profile"
+TARGET_TAG = "shop-sync/target"
+
+# Every value must have a tag concurrency limit in dagster.yaml and helm-values/values.yaml, or two
+# syncs into that store could run at once; test_instance checks both.
+SYNC_TARGETS = ("cart_db", "order_db_carts", "warehouse")
+
+# Pods a step-isolated run may have at once; the run itself is one more pod.
+STEP_PODS_PER_RUN = 4
+
+
+@dataclass(frozen=True)
+class ResourceProfile:
+    """Requests and limits of one Kubernetes container, in Kubernetes quantity notation."""
+
+    requests_cpu: str
+    requests_memory: str
+    limits_cpu: str
+    limits_memory: str
+
+    def resources(self) -> dict[str, dict[str, str]]:
+        return {
+            "requests": {"cpu": self.requests_cpu, "memory": self.requests_memory},
+            "limits": {"cpu": self.limits_cpu, "memory": self.limits_memory},
+        }
+
+
+PROFILES: dict[str, ResourceProfile] = {
+    # The pod the old sync service ran in; enough for batched incremental syncs and validation.
+    # dagster.yaml's run_k8s_config uses the same figures as the default for every run.
+    "small": ResourceProfile(
+        requests_cpu="100m", requests_memory="256Mi", limits_cpu="500m", limits_memory="512Mi"
+    ),
+    # The nightly full reconcile and warehouse backfills: measured peak RSS plus headroom
+    # (docs/kubernetes.md); revisit when the benchmark reports new peaks.
+    "large": ResourceProfile(requests_cpu="1", requests_memory="1Gi", limits_cpu="2", limits_memory="2Gi"),
+}
+
+
+def k8s_config(profile: str) -> dict:
+    """The `dagster-k8s/config` value of a profile, before JSON encoding."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown resource profile {profile!r}; known: {sorted(PROFILES)}")
+    return {"container_config": {"resources": PROFILES[profile].resources()}}
+
+
+def profile_tags(profile: str, target: str | None = None) -> dict[str, str]:
+    """Run tags for a job: its pod resources, its profile name and, for a sync, the store it writes."""
+    tags = {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(k8s_config(profile)), PROFILE_TAG: profile}
+    if target is not None:
+        if target not in SYNC_TARGETS:
+            raise ValueError(f"unknown sync target {target!r}; the run queue limits only {SYNC_TARGETS}")
+        tags[TARGET_TAG] = target
+    return tags
+
+
+def step_op_tags(profile: str) -> dict[str, str]:
+    """Op (or asset `op_tags`) tags giving one step's pod a profile under `step_isolated_executor`."""
+    return {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(k8s_config(profile))}
+
+
+# Namespace, image, secrets, service account and the default resources come from the instance's
+# K8sRunLauncher, so the executor only bounds how many step pods one run starts.
+step_isolated_executor = k8s_job_executor.configured(
+    {"max_concurrent": STEP_PODS_PER_RUN}, name="step_isolated_k8s_executor"
+)
