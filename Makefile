@@ -44,8 +44,8 @@ stores: venv
 	$(BIN)/python -m etl_assets.local.stores up --root $(LOCAL)
 
 dagster-home:
-	mkdir -p $(DAGSTER_HOME_DIR)
-	if [ -f $(DAGSTER_LOCAL_TEMPLATE) ]; then \
+	@mkdir -p $(DAGSTER_HOME_DIR)
+	@if [ -f $(DAGSTER_LOCAL_TEMPLATE) ]; then \
 	  cp $(DAGSTER_LOCAL_TEMPLATE) $(DAGSTER_HOME_DIR)/dagster.yaml; \
 	elif [ ! -f $(DAGSTER_HOME_DIR)/dagster.yaml ]; then \
 	  printf '# Local instance: default SQLite storage under DAGSTER_HOME.\ntelemetry:\n  enabled: false\n' \
@@ -69,5 +69,5 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m etl_assets.local.bench
 
 clean: stop
-	rm -rf $(LOCAL) .pytest_cache .ruff_cache build dist bench-results
+	rm -rf $(LOCAL) .pytest_cache .ruff_cache build dist bench-results *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
