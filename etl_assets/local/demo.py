@@ -35,6 +35,8 @@ REQUIRED_ENV = ("PRODUCT_MONGO_URI", "PRODUCT_MONGO_DB", "ORDER_MONGO_URI", "ORD
 DEMO_TAGS = {"shop-sync/demo": "true"}
 # Step events stay in the instance for the UI; the terminal only gets warnings and the summary.
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# What a step raises when a blocking check on its asset failed: the data is at fault, not the demo.
+BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"
 
 
 @dataclass
@@ -47,7 +49,17 @@ class RunOutcome:
     success: bool
     duration_s: float
     failures: list[str] = field(default_factory=list)
+    blocked_by_checks: bool = False  # the steps failed only because blocking checks failed
     check_evaluations: list[dg.AssetCheckEvaluation] = field(default_factory=list)
+
+    @property
+    def broken(self) -> bool:
+        """Failed for a reason other than what a check found in the data."""
+        return not self.success and not self.blocked_by_checks
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.success else "BLOCKED" if self.blocked_by_checks else "FAILED"
 
 
 class DemoRunner:
@@ -73,18 +85,20 @@ class DemoRunner:
             raise_on_error=False,
             tags=DEMO_TAGS,
         )
+        failed_steps = result.get_step_failure_events()
         outcome = RunOutcome(
             label=label,
             partition_key=partition_key,
             run_id=result.run_id,
             success=result.success,
             duration_s=round(time.monotonic() - started, 1),
-            failures=[f"{event.step_key}: {_first_line(event.step_failure_data.error)}"
-                      for event in result.get_step_failure_events()],
+            failures=[f"{event.step_key}: {_first_line(event.step_failure_data.error)}" for event in failed_steps],
+            blocked_by_checks=bool(failed_steps) and all(
+                event.step_failure_data.error.cls_name == BLOCKING_CHECK_FAILED for event in failed_steps),
             check_evaluations=list(result.get_asset_check_evaluations()),
         )
         self.outcomes.append(outcome)
-        print(f"  {'ok    ' if outcome.success else 'FAILED'} {label}  ({outcome.duration_s}s, run {outcome.run_id[:8]})")
+        print(f"  {outcome.status:<7} {label}  ({outcome.duration_s}s, run {outcome.run_id[:8]})")
         for failure in outcome.failures:
             print(f"         {failure}")
         return outcome
@@ -122,7 +136,7 @@ def run_demo(definitions: dg.Definitions, instance: dg.DagsterInstance, env: Map
 
     print("Loading Product MongoDB products and Order MongoDB orders ...")
     print(f"  new: {demo_data.load_sources(env)}")
-    if not runner.run("product sync (full)", [PRODUCT_COPY], run_config=full_product_sync).success:
+    if runner.run("product sync (full)", [PRODUCT_COPY], run_config=full_product_sync).broken:
         print("The carts need the product copy; stopping here.")
         return runner
 
@@ -222,7 +236,8 @@ def run_lines(runner: DemoRunner) -> list[str]:
     failed = [o for o in runner.outcomes if not o.success]
     lines = [f"Runs: {len(runner.outcomes)}, {len(failed)} failed (see them with `make ui`)"]
     for outcome in failed:
-        lines.append(f"  FAILED {outcome.label} (run {outcome.run_id})")
+        reason = " (a blocking check failed)" if outcome.blocked_by_checks else ""
+        lines.append(f"  {outcome.status} {outcome.label}{reason}, run {outcome.run_id}")
         lines += [f"    {failure}" for failure in outcome.failures]
     return lines
 
@@ -260,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "demo-summary.txt").write_text(summary)
     print(f"summary written to {args.root / 'demo-summary.txt'}")
-    return 0 if all(outcome.success for outcome in runner.outcomes) else 1
+    return 1 if any(outcome.broken for outcome in runner.outcomes) else 0
 
 
 if __name__ == "__main__":
