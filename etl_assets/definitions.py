@@ -2,15 +2,21 @@
 
 import dagster as dg
 
+from etl_assets.alerts import alert_webhook_resource
 from etl_assets.assets.carts import cart_assets
 from etl_assets.assets.orders import order_assets
 from etl_assets.assets.products import product_assets
 from etl_assets.assets.warehouse import warehouse_assets
 from etl_assets.jobs import ALL_JOBS
 from etl_assets.resources import build_resources
+from etl_assets.schedules import ALL_SCHEDULES
+from etl_assets.sensors import ALL_SENSORS
+from etl_assets.settings import SETTINGS
 
 defs = dg.Definitions(
     assets=[*product_assets, *cart_assets, *order_assets, *warehouse_assets],
     jobs=ALL_JOBS,
-    resources=build_resources(),
+    sensors=ALL_SENSORS,
+    schedules=ALL_SCHEDULES,
+    resources={**build_resources(), "alert_webhook": alert_webhook_resource(SETTINGS)},
 )

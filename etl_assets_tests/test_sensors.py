@@ -1,0 +1,163 @@
+"""The change sensors, evaluated as the daemon would (resolved from the real Definitions) against real
+stores: the cursor advances, nothing changed is a skip, the same watermark gives the same run_key, and
+new orders request the partitions of their days."""
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from bson import ObjectId
+
+from etl_assets import sensors
+from etl_assets.definitions import defs
+from etl_assets.settings import SETTINGS
+
+
+@pytest.fixture(scope="module")
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def tick(name: str, stores, instance: dg.DagsterInstance, cursor: str | None = None):
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                 resources=stores.resources()) as context:
+        return defs.resolve_sensor_def(name).evaluate_tick(context)
+
+
+def run_keys(data) -> list[str]:
+    return [request.run_key for request in data.run_requests]
+
+
+def product(updated_at: datetime, title: str = "Lamp") -> dict:
+    return {"_id": ObjectId(), "title": title, "image": "lamp.png", "price": 10, "updatedAt": updated_at}
+
+
+def test_product_changes_polls_updated_at_past_the_cursor(stores, instance):
+    empty = tick("product_changes", stores, instance)
+    assert empty.skip_message and not empty.run_requests
+
+    t1 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    stores.product_db.products.insert_many([product(t1 - timedelta(minutes=5)), product(t1)])
+    first = tick("product_changes", stores, instance, empty.cursor)
+    assert run_keys(first) == [f"product-changes-{t1.isoformat()}"]
+    assert first.run_requests[0].tags["shop-sync/changed-products"] == "2"
+    assert json.loads(first.cursor) == {"updated_at": t1.isoformat()}
+    # A tick evaluated again from the same cursor (a daemon restart) asks for the same run.
+    assert run_keys(tick("product_changes", stores, instance, empty.cursor)) == run_keys(first)
+
+    unchanged = tick("product_changes", stores, instance, first.cursor)
+    assert not unchanged.run_requests and t1.isoformat() in unchanged.skip_message
+
+    t2 = t1 + timedelta(seconds=1)
+    stores.product_db.products.update_one({"updatedAt": t1}, {"$set": {"price": 12, "updatedAt": t2}})
+    changed = tick("product_changes", stores, instance, first.cursor)
+    assert run_keys(changed) == [f"product-changes-{t2.isoformat()}"]
+    assert changed.run_requests[0].tags["shop-sync/changed-products"] == "1"
+    assert json.loads(changed.cursor)["updated_at"] == t2.isoformat()
+
+
+@pytest.fixture
+def change_stream(monkeypatch):
+    monkeypatch.setattr(sensors, "SETTINGS", dataclasses.replace(SETTINGS, product_change_stream=True))
+
+
+def test_product_changes_reads_the_change_stream_and_keeps_its_resume_token(stores, instance, change_stream):
+    stores.product_db.products.insert_one(product(datetime(2026, 11, 20, 9, 0, tzinfo=UTC)))
+    # No token yet: the stream opens and one poll catches up with what happened before it.
+    catch_up = tick("product_changes", stores, instance)
+    assert run_keys(catch_up) == ["product-changes-2026-11-20T09:00:00+00:00"]
+    token = json.loads(catch_up.cursor)["resume_token"]
+    assert token
+
+    quiet = tick("product_changes", stores, instance, catch_up.cursor)
+    assert not quiet.run_requests and quiet.skip_message
+
+    stores.product_db.products.update_many({}, {"$set": {"title": "Desk lamp"}})
+    stores.product_db.products.insert_one(product(datetime(2026, 11, 20, 9, 5, tzinfo=UTC)))
+    changed = tick("product_changes", stores, instance, quiet.cursor)
+    assert len(changed.run_requests) == 1
+    assert changed.run_requests[0].run_key.startswith("product-changes-stream-")
+    assert changed.run_requests[0].tags["shop-sync/changed-products"] == "2"
+    assert json.loads(changed.cursor)["resume_token"] != token
+    assert run_keys(tick("product_changes", stores, instance, quiet.cursor)) == run_keys(changed)
+    assert not tick("product_changes", stores, instance, changed.cursor).run_requests
+
+
+def test_product_changes_catches_up_when_the_resume_token_is_unusable(stores, instance, change_stream):
+    stores.product_db.products.insert_one(product(datetime(2026, 11, 20, 9, 0, tzinfo=UTC)))
+    stale = json.dumps({"updated_at": None, "resume_token": {"_data": "00"}})
+    recovered = tick("product_changes", stores, instance, stale)
+    assert run_keys(recovered) == ["product-changes-2026-11-20T09:00:00+00:00"]
+    assert json.loads(recovered.cursor)["resume_token"] != {"_data": "00"}
+
+
+def add_cart(stores, product_id: str, version: int = 1) -> str:
+    cart_id = str(uuid.uuid4())
+    with stores.cart_engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO cart (id, user_id, product_id, quantity, version) "
+                             "VALUES (:id, 'u1', :product, 1, :version)"),
+                     {"id": cart_id, "product": product_id, "version": version})
+    return cart_id
+
+
+def test_cart_changes_follow_updated_at_version_and_the_product_copy(stores, instance):
+    empty = tick("cart_changes", stores, instance)
+    assert empty.skip_message and not empty.run_requests
+
+    with stores.cart_engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO product (id, title, price, image, content_hash) "
+                             "VALUES ('p1', 'Lamp', 10, 'lamp.png', repeat('0', 32))"))
+    cart_id = add_cart(stores, "p1")
+    added = tick("cart_changes", stores, instance, empty.cursor)
+    assert len(added.run_requests) == 1 and added.run_requests[0].run_key.startswith("cart-changes-")
+    assert run_keys(tick("cart_changes", stores, instance, empty.cursor)) == run_keys(added)
+    assert not tick("cart_changes", stores, instance, added.cursor).run_requests
+
+    # Only the version moves (updated_at untouched): still a change.
+    with stores.cart_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cart SET version = version + 1 WHERE id = :id"), {"id": cart_id})
+    bumped = tick("cart_changes", stores, instance, added.cursor)
+    assert bumped.run_requests and run_keys(bumped) != run_keys(added)
+
+    # The product sync rewrote the product the snapshot embeds.
+    with stores.cart_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE product SET price = 11, synced_at = now() + interval '1 second'"))
+    repriced = tick("cart_changes", stores, instance, bumped.cursor)
+    assert repriced.run_requests and run_keys(repriced) != run_keys(bumped)
+    assert not tick("cart_changes", stores, instance, repriced.cursor).run_requests
+
+
+def order(created_at: datetime) -> dict:
+    return {"_id": ObjectId(), "userId": "u1", "createdAt": created_at, "items": []}
+
+
+def test_new_orders_request_the_partitions_of_their_days(stores, instance):
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    before_start = datetime(2024, 12, 31, 12, tzinfo=UTC)
+    stores.order_db.orders.insert_many([order(today - timedelta(days=5)), order(before_start)])
+    first = tick("new_orders", stores, instance)
+    assert not first.run_requests and "watching orders created after" in first.skip_message
+    assert not tick("new_orders", stores, instance, first.cursor).run_requests
+
+    two_days_ago, yesterday = today - timedelta(days=2), today - timedelta(days=1)
+    newest = yesterday + timedelta(hours=23, minutes=59)
+    stores.order_db.orders.insert_many([
+        order(two_days_ago + timedelta(hours=8)), order(two_days_ago + timedelta(hours=20)),
+        order(newest), order(today + timedelta(minutes=1)), {"_id": ObjectId(), "createdAt": "not a date"},
+    ])
+    new = tick("new_orders", stores, instance, first.cursor)
+    days = [two_days_ago.date().isoformat(), yesterday.date().isoformat()]
+    assert [request.partition_key for request in new.run_requests] == days
+    assert run_keys(new) == [f"new-orders-{day}-{newest.isoformat()}" for day in days]
+    assert [request.tags["shop-sync/new-orders"] for request in new.run_requests] == ["2", "1"]
+    assert json.loads(new.cursor) == {"created_at": newest.isoformat()}
+    assert run_keys(tick("new_orders", stores, instance, first.cursor)) == run_keys(new)
+    # Today's order waits until today's partition exists.
+    later = tick("new_orders", stores, instance, new.cursor)
+    assert not later.run_requests and later.skip_message
