@@ -10,7 +10,12 @@ import dagster as dg
 import pytest
 
 from etl_assets.definitions import defs
+from etl_assets.schedules import ALL_SCHEDULES
+from etl_assets.sensors import ALL_SENSORS
 from etl_assets.settings import SETTINGS, AutomationSettings, SettingsError
+
+SCHEDULE_NAMES = [schedule.name for schedule in ALL_SCHEDULES]
+SENSOR_NAMES = [sensor.name for sensor in ALL_SENSORS]
 
 
 def evaluate(schedule_name: str, at: datetime) -> dg.RunRequest:
@@ -105,13 +110,14 @@ def test_environment_configures_every_schedule_and_sensor():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert loaded["schedules"] == {
+    # Only what etl_assets/schedules.py and sensors.py define; other modules may add their own.
+    assert {name: loaded["schedules"].get(name) for name in SCHEDULE_NAMES} == {
         "product_sync_incremental_schedule": ["*/5 * * * *", "Europe/Berlin", "STOPPED"],
         "full_reconcile_schedule": ["30 3 * * *", "Europe/Berlin", "STOPPED"],
         "validate_schedule": ["15 * * * *", "Europe/Berlin", "STOPPED"],
         "warehouse_build_schedule": ["45 4 * * *", "UTC", "STOPPED"],
     }
-    assert loaded["sensors"] == {
+    assert {name: loaded["sensors"].get(name) for name in SENSOR_NAMES} == {
         "product_changes": [5, "STOPPED"],
         "cart_changes": [30, "STOPPED"],
         "new_orders": [120, "STOPPED"],
