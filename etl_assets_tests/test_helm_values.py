@@ -321,11 +321,8 @@ def test_run_launcher_matches_dagster_yaml(values: dict[str, Any], instance_yaml
 
 def test_daemon_settings_match_dagster_yaml(values: dict[str, Any], instance_yaml: dict[str, Any]) -> None:
     daemon = values["dagsterDaemon"]
-    queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
-    ours = instance_yaml["run_coordinator"]["config"]
     assert instance_yaml["run_coordinator"]["class"] == daemon["runCoordinator"]["type"]
-    assert queue["maxConcurrentRuns"] == ours["max_concurrent_runs"]
-    assert queue["tagConcurrencyLimits"] == ours["tag_concurrency_limits"]
+    assert values["additionalInstanceConfig"]["concurrency"] == instance_yaml["concurrency"]
     assert snake_keys(daemon["runMonitoring"]) == instance_yaml["run_monitoring"]
     assert snake_keys(daemon["runRetries"]) == instance_yaml["run_retries"]
     assert snake_keys(daemon["sensors"]) == instance_yaml["sensors"]
@@ -351,9 +348,11 @@ def test_instance_settings_match_dagster_yaml(values: dict[str, Any], instance_y
 
 @pytest.mark.parametrize("files", DEPLOYED_VALUES.values(), ids=DEPLOYED_VALUES.keys())
 def test_run_queue_keeps_every_sync_target_to_one_run(files: list[str]) -> None:
-    queue = values_of(*files)["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    limits = {(limit["key"], limit["value"]): limit["limit"] for limit in queue["tagConcurrencyLimits"]}
+    concurrency = values_of(*files)["additionalInstanceConfig"]["concurrency"]
+    limits = {(limit["key"], limit["value"]): limit["limit"]
+              for limit in concurrency["runs"]["tag_concurrency_limits"]}
     assert limits == {(TARGET_TAG, target): 1 for target in SYNC_TARGETS}
+    assert concurrency["pools"]["default_limit"] == 1
 
 
 def test_dagster_database_is_external_and_reached_with_psycopg2(values: dict[str, Any]) -> None:

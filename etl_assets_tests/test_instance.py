@@ -145,6 +145,7 @@ def test_run_queue_limits_each_sync_target_to_one_run(
     limits = {(limit["key"], limit["value"]): limit["limit"] for limit in queue.tag_concurrency_limits}
     assert limits == {(TARGET_TAG, target): 1 for target in SYNC_TARGETS}
     assert queue.max_concurrent_runs > len(SYNC_TARGETS), "every target can sync while validation runs"
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1, "one step per store pool"
 
 
 @pytest.mark.parametrize("instance_name", ["production", "local"])
