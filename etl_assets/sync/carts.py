@@ -183,8 +183,14 @@ def _same(new: Any, stored: Any) -> bool:
 
 # ---------- extract ----------
 
+# psycopg2 cannot turn a timestamp outside Python's years 1..9999 (or ±infinity) into a datetime, and one
+# such cart would fail every page read: it is read as NULL instead, which CartRow quarantines.
 _PAGE = sa.text("""
-    SELECT c.id::text AS cart_id, c.user_id, c.product_id, c.quantity, c.version, c.created_at, c.updated_at,
+    SELECT c.id::text AS cart_id, c.user_id, c.product_id, c.quantity, c.version,
+           CASE WHEN c.created_at BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00'
+                THEN c.created_at END AS created_at,
+           CASE WHEN c.updated_at BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00'
+                THEN c.updated_at END AS updated_at,
            p.id IS NOT NULL AS product_found, p.is_active AS product_active, p.title AS product_title,
            p.price AS product_price, p.image AS product_image, p.seller_id,
            p.quantity AS product_quantity

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import polars as pl
@@ -48,6 +48,8 @@ FRAME_SCHEMA = {
 COPY_COLUMNS = ("id", "title", "price", "image", "seller_id", "quantity", "category", "description",
                 "rating", "tags", "source_updated_at", "content_hash")
 CENT = Decimal("0.01")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+RECORD_ID_CHARS = 80
 
 
 class InvalidProduct(ValueError):
@@ -66,7 +68,10 @@ def _number(doc: dict, field: str, default: float | None) -> float:
         exact = value.to_decimal()
         if not exact.is_finite():
             raise InvalidProduct(f"{field}: not a finite number ({value})")
-        return float(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+        try:
+            return float(exact.quantize(CENT, rounding=ROUND_HALF_UP))
+        except InvalidOperation:  # more digits than the context holds, e.g. 1E+30
+            raise InvalidProduct(f"{field}: out of range ({value})") from None
     if not math.isfinite(value):
         raise InvalidProduct(f"{field}: not a finite number ({value})")
     return round(value, 2)
@@ -89,6 +94,8 @@ def _quantity(doc: dict) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidProduct(f"quantity: expected an integer, got {type(value).__name__} {_short(value)}")
+    if not INT64_MIN <= value <= INT64_MAX:  # a whole float such as 1e20 would overflow the frame's Int64
+        raise InvalidProduct(f"quantity: out of range ({value})")
     return value
 
 
@@ -105,6 +112,8 @@ def _tags(doc: dict) -> list[str]:
     value = doc.get("tags", [])
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
         raise InvalidProduct(f"tags: expected a list of strings, got {_short(value)}")
+    if any("\0" in tag for tag in value):  # jsonb refuses \u0000, which would fail the whole COPY
+        raise InvalidProduct(f"tags: NUL character in {_short(value)}")
     return value
 
 
@@ -125,7 +134,14 @@ def _short(value: Any, limit: int = 60) -> str:
 def record_id(doc: dict) -> str:
     """The id a document is known by in the copy and in quarantine."""
     _id = doc.get("_id")
-    return str(_id) if isinstance(_id, ObjectId) else f"{type(_id).__name__}:{_short(_id, 80)}"
+    if isinstance(_id, ObjectId):
+        return str(_id)
+    text = repr(_id)
+    if len(text) <= RECORD_ID_CHARS:
+        return f"{type(_id).__name__}:{text}"
+    # A shortened id alone could name two documents; the digest of the whole id keeps them apart.
+    digest = hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"{type(_id).__name__}:{_short(_id, RECORD_ID_CHARS)} md5:{digest}"
 
 
 def flatten_product(doc: dict) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Valid rows plus open quarantine rows always account for the whole source.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,10 +26,15 @@ class Rejection:
     payload: Any
 
 
+# A NUL escape in JSON text: \u0000 after an even number of backslashes (none included). After an odd
+# number, the backslash before "u0000" is itself escaped and the six characters \u0000 are plain text.
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
 def payload_json(payload: Any) -> str:
     """JSON for any BSON/Python value. NUL characters, which jsonb refuses, are kept as visible text."""
     text = json_util.dumps(payload, json_options=json_util.RELAXED_JSON_OPTIONS)
-    return text.replace("\\u0000", "\\\\u0000")
+    return _NUL_ESCAPE.sub(r"\1\\\\u0000", text)
 
 
 _UPSERT = sa.text("""
