@@ -15,8 +15,7 @@ from etl_assets.sync.stores import apply_sql_file
 from etl_assets.sync.warehouse import table_columns
 
 # The UTC day of an order's createdAt. Every order asset and every warehouse table shares it.
-# end_offset=1: today is a partition too, so the new-orders sensor can build it while orders arrive.
-DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
+DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
 
 # A backfill launches one run per month of days instead of one per day: on the K8sRunLauncher each run
 # is a pod, so a year costs 12 pods, not 365. The assets loop over `context.partition_keys` and replace
