@@ -1,0 +1,283 @@
+"""The benchmark's measured steps. Each runs in a process of its own (`python -m etl_assets.local.bench
+step <name>`), so its peak RSS is its own; it times only the work, after the imports, and writes its
+result as JSON for the parent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import sqlalchemy as sa
+from bson import ObjectId
+
+from etl_assets.local import bench_report as report
+from etl_assets.resources import CART_DB, PRODUCT_DB, WAREHOUSE
+from etl_assets.sync.products import sync_products
+from etl_assets.sync.reconcile import reconcile_products
+from etl_assets.sync.stores import mongo_database, postgres_engine
+from etl_assets.sync.streams import read_ahead
+
+RAW_TABLE = "raw_products"
+SLING_TABLE = "sling_products"
+LEGACY_TABLE = "legacy_product"
+# The bench database's own tables: the raw limit's and the old service's targets (Sling makes its own).
+BENCH_SCHEMA = f"""
+    CREATE TABLE IF NOT EXISTS {RAW_TABLE} (doc bytea NOT NULL);
+    CREATE TABLE IF NOT EXISTS {LEGACY_TABLE} (
+        id varchar(24) PRIMARY KEY, title text, price numeric(12,2), image text, seller_id text,
+        quantity integer, category text, description text, rating numeric(3,2), tags jsonb
+    );
+"""
+# The old service's pacing: batches of 100 single-row inserts, then a 100 ms pause.
+LEGACY_BATCH = 100
+LEGACY_PAUSE_S = 0.1
+
+PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+PGCOPY_TRAILER = struct.pack("!h", -1)
+_ONE_FIELD = struct.Struct("!hi")  # a binary COPY tuple: field count, then the field's length
+
+
+@dataclass
+class StepContext:
+    """Where a step finds its stores, passed to the step process as JSON."""
+
+    mongo_uri: str
+    product_db: str
+    products: int
+    cart_url: str
+    warehouse_url: str
+    bench_url: str  # the bench database (SQLAlchemy URL): raw limit, Sling and old-service targets
+    sling_url: str  # the same database as Sling's PostgreSQL driver takes it
+    sling_binary: str
+    sling_home: str
+    batch_size: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> StepContext:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class StepOutcome:
+    rows: int
+    seconds: float
+    cpu_seconds: float  # of the process doing the work, all its threads, during the timed work only
+    details: dict[str, Any] = field(default_factory=dict)
+    # Set when a child process of the step did the work (Sling): its peak RSS, not the step's.
+    worker_peak_rss_bytes: int | None = None
+
+
+class Stopwatch:
+    """Wall and CPU time (this process, every thread) of the work in a `with` block."""
+
+    def __enter__(self) -> Stopwatch:
+        self.seconds = self.cpu_seconds = 0.0
+        self.started, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+        self.cpu_seconds = time.process_time() - self._cpu
+
+
+# ---------- raw limit ----------
+
+def bson_documents(raw_batch: bytes) -> Iterator[memoryview]:
+    """The documents of a raw batch: BSON documents back to back, each led by its int32 length."""
+    view = memoryview(raw_batch)
+    offset = 0
+    while offset < len(view):
+        length = int.from_bytes(view[offset:offset + 4], "little")
+        yield view[offset:offset + length]
+        offset += length
+
+
+def binary_copy_payload(raw_batch: bytes) -> tuple[bytes, int]:
+    """A raw batch as PostgreSQL binary COPY data: one bytea row per document. Returns (data, rows)."""
+    parts = [PGCOPY_HEADER]
+    rows = 0
+    for document in bson_documents(raw_batch):
+        parts.append(_ONE_FIELD.pack(1, len(document)))
+        parts.append(document)
+        rows += 1
+    parts.append(PGCOPY_TRAILER)
+    return b"".join(parts), rows
+
+
+def raw_limit(ctx: StepContext) -> StepOutcome:
+    """The floor for moving this collection: the same cursor, read-ahead and per-batch commits as the
+    full sync, but no decoding, transform, validation or upsert."""
+    client: pymongo.MongoClient = pymongo.MongoClient(ctx.mongo_uri)
+    conn = sa.create_engine(ctx.bench_url).raw_connection()
+    rows = 0
+    first_batch_s = None
+    with Stopwatch() as watch:
+        raw_batches = client[ctx.product_db]["products"].find_raw_batches({}, batch_size=ctx.batch_size)
+        for raw_batch in read_ahead(iter(raw_batches)):
+            if first_batch_s is None:
+                first_batch_s = time.perf_counter() - watch.started
+            payload, count = binary_copy_payload(raw_batch)
+            with conn.cursor() as cur:
+                cur.copy_expert(f"COPY {RAW_TABLE} (doc) FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload))
+            conn.commit()
+            rows += count
+    conn.close()
+    client.close()
+    # How long the source took to answer at all: with secantusdb, most of the raw limit.
+    return StepOutcome(rows, watch.seconds, watch.cpu_seconds, {"first_batch_s": round(first_batch_s or 0.0, 3)})
+
+
+# ---------- our syncs ----------
+
+def _sync(ctx: StepContext, mode: str) -> StepOutcome:
+    product_db = mongo_database(ctx.mongo_uri, ctx.product_db, store=PRODUCT_DB, timeout_s=10)
+    cart_db = postgres_engine(ctx.cart_url, store=CART_DB, timeout_s=10)
+    warehouse = postgres_engine(ctx.warehouse_url, store=WAREHOUSE, timeout_s=10)
+    with Stopwatch() as watch:
+        result = sync_products(product_db, cart_db, warehouse, mode=mode, batch_size=ctx.batch_size,
+                               run_id=f"bench-{mode}")
+    counts = result.as_dict()
+    details = {key: counts[key] for key in ("mode", "read", "inserted", "updated", "unchanged", "deactivated",
+                                            "quarantined", "resolved", "batches")}
+    return StepOutcome(result.read, watch.seconds, watch.cpu_seconds, details)
+
+
+def full_sync(ctx: StepContext) -> StepOutcome:
+    return _sync(ctx, "full")
+
+
+def incremental_sync(ctx: StepContext) -> StepOutcome:
+    return _sync(ctx, "incremental")
+
+
+# ---------- Sling ----------
+
+def sling(ctx: StepContext) -> StepOutcome:
+    """Sling's own binary, MongoDB → PostgreSQL, full refresh, with its defaults (each document lands
+    in one jsonb column). The binary's peak RSS and CPU are what count, read from its own rusage."""
+    log = Path(ctx.sling_home) / "last-run.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "SLING_BINARY": ctx.sling_binary,
+        "SLING_HOME_DIR": ctx.sling_home,
+        "SLING_DISABLE_TELEMETRY": "true",
+        "BENCH_MONGO": ctx.mongo_uri,
+        "BENCH_PG": ctx.sling_url,
+    }
+    command = [ctx.sling_binary, "run", "--src-conn", "BENCH_MONGO", "--src-stream", f"{ctx.product_db}.products",
+               "--tgt-conn", "BENCH_PG", "--tgt-object", f"public.{SLING_TABLE}", "--mode", "full-refresh"]
+    with log.open("wb") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"sling exited with {process.returncode}; see {log}")
+    with sa.create_engine(ctx.bench_url).connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT count(*) FROM {SLING_TABLE}")).scalar_one()  # noqa: S608
+    return StepOutcome(rows, seconds, usage.ru_utime + usage.ru_stime, {"log": str(log)},
+                       worker_peak_rss_bytes=usage.ru_maxrss * 1024)
+
+
+# ---------- the old service ----------
+
+_LEGACY_INSERT = (f"INSERT INTO {LEGACY_TABLE} (id, title, price, image, seller_id, quantity, category, "  # noqa: S608
+                  "description, rating, tags) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+def legacy_row(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """The old service's mapping: fields as they come, its defaults where one is missing, no validation."""
+    seller = doc.get("sellerId")
+    return (str(doc["_id"]), doc.get("title"), doc.get("price"), doc.get("image"),
+            str(seller) if isinstance(seller, ObjectId) else seller, doc.get("quantity", 5),
+            doc.get("category", "other"), doc.get("description"), doc.get("rating", 4.5),
+            json.dumps(doc.get("tags", [])))
+
+
+@dataclass
+class LegacyResult:
+    inserted: int = 0
+    failed: int = 0
+    batches: int = 0
+
+
+def legacy_sync(products: list[dict[str, Any]], existing_ids: set[str], insert: Callable[[tuple], None],
+                pause: Callable[[float], None] = time.sleep) -> LegacyResult:
+    """The Node service's loop: every product not in the copy is inserted on its own, in batches of 100
+    with a 100 ms pause after each batch. A failed insert is logged and skipped."""
+    missing = [doc for doc in products if str(doc["_id"]) not in existing_ids]
+    result = LegacyResult()
+    for start in range(0, len(missing), LEGACY_BATCH):
+        for doc in missing[start:start + LEGACY_BATCH]:
+            try:
+                insert(legacy_row(doc))
+                result.inserted += 1
+            except Exception:  # the old service caught and logged every failed insert, and went on
+                result.failed += 1
+        result.batches += 1
+        pause(LEGACY_PAUSE_S)
+    return result
+
+
+def old_service(ctx: StepContext) -> StepOutcome:
+    """Both sides loaded whole into memory, then `legacy_sync` with one autocommitted INSERT per row."""
+    client: pymongo.MongoClient = pymongo.MongoClient(ctx.mongo_uri)
+    conn = sa.create_engine(ctx.bench_url).raw_connection()
+    conn.autocommit = True  # node-postgres commits every statement on its own
+    with Stopwatch() as watch:
+        products = list(client[ctx.product_db]["products"].find({}))
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM {LEGACY_TABLE}")  # noqa: S608 - a constant
+            existing = cur.fetchall()
+        with conn.cursor() as cur:
+            result = legacy_sync(products, {row[0] for row in existing},
+                                 lambda row: cur.execute(_LEGACY_INSERT, row))
+    conn.close()
+    client.close()
+    return StepOutcome(len(products), watch.seconds, watch.cpu_seconds,
+                       {**asdict(result), "paused_s": round(result.batches * LEGACY_PAUSE_S, 1)})
+
+
+# ---------- reconciliation ----------
+
+def reconciliation(ctx: StepContext) -> StepOutcome:
+    """The product reconciliation check: the catalog streamed once, compared with the copy's active rows."""
+    product_db = mongo_database(ctx.mongo_uri, ctx.product_db, store=PRODUCT_DB, timeout_s=10)
+    cart_db = postgres_engine(ctx.cart_url, store=CART_DB, timeout_s=10)
+    warehouse = postgres_engine(ctx.warehouse_url, store=WAREHOUSE, timeout_s=10)
+    with Stopwatch() as watch:
+        result = reconcile_products(product_db, cart_db, warehouse, batch_size=ctx.batch_size)
+    counts = {key: value for key, value in result.details().items() if isinstance(value, int)}
+    return StepOutcome(result.source_documents, watch.seconds, watch.cpu_seconds, {"passed": result.passed, **counts})
+
+
+STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
+    report.RAW: raw_limit,
+    report.FULL_COLD: full_sync,
+    report.FULL_WARM: full_sync,
+    report.MEMORY_SCALE: full_sync,
+    report.INCREMENTAL: incremental_sync,
+    report.SLING: sling,
+    report.OLD_SERVICE: old_service,
+    report.RECONCILE: reconciliation,
+}
+
+
+def run_step(name: str, ctx: StepContext, result_file: Path) -> None:
+    outcome = STEPS[name](ctx)
+    result_file.write_text(json.dumps(asdict(outcome)))
