@@ -1,0 +1,34 @@
+"""Production sync jobs, run with a single attempt per step.
+
+execute_in_process and materialize always honour the assets' retry policy (3 more attempts with
+exponential backoff), which would hide how long one attempt takes and slow every failing test down.
+dg.execute_job runs a reconstructable job with the in-process executor, whose config turns retries off.
+"""
+
+import dagster as dg
+
+from etl_assets.definitions import defs
+from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
+
+NO_RETRIES = {"execution": {"config": {"in_process": {"retries": {"disabled": {}}}}}}
+
+
+def product_sync_job() -> dg.JobDefinition:
+    return defs.resolve_job_def("product_sync_incremental")
+
+
+def cart_sync_job() -> dg.JobDefinition:
+    return defs.resolve_job_def("cart_sync")
+
+
+JOBS = {
+    "product_sync_incremental": (product_sync_job, PRODUCT_COPY),
+    "cart_sync": (cart_sync_job, CART_SNAPSHOTS),
+}
+
+
+def run_once(job: str, instance: dg.DagsterInstance) -> dg.JobExecutionResult:
+    """A full-mode run of `job` with the stores the environment names, as production configures them."""
+    job_fn, asset_key = JOBS[job]
+    return dg.execute_job(dg.reconstructable(job_fn), instance=instance, raise_on_error=False,
+                          run_config={**sync_run_config("full", asset_key), **NO_RETRIES})

@@ -1,0 +1,46 @@
+"""One full sync in its own process, for the crash test to SIGKILL at a chosen point.
+
+    python -m etl_assets_tests.safety.sync_child {products|carts} BATCH_SIZE
+
+Store locations come from the environment, as in production (CART_PG_URL, WAREHOUSE_PG_URL,
+PRODUCT_MONGO_URI/_DB, ORDER_MONGO_URI/_DB). Prints "ready" once connected, one line per batch as the
+sync reports progress, and "done" when the sync returned; the parent counts lines to place its kill.
+"""
+
+import os
+import sys
+
+from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
+from etl_assets.sync.carts import sync_carts
+from etl_assets.sync.products import sync_products
+from etl_assets.sync.stores import mongo_database, postgres_engine
+
+TIMEOUT_S = 10.0
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def main() -> None:
+    which, batch_size = sys.argv[1], int(sys.argv[2])
+    env = os.environ
+    cart_db = postgres_engine(env["CART_PG_URL"], store=CART_DB, timeout_s=TIMEOUT_S)
+    warehouse = postgres_engine(env["WAREHOUSE_PG_URL"], store=WAREHOUSE, timeout_s=TIMEOUT_S)
+    options = {"mode": "full", "batch_size": batch_size, "run_id": f"crash-child-{os.getpid()}",
+               "progress": say}
+    if which == "products":
+        product_db = mongo_database(env["PRODUCT_MONGO_URI"], env["PRODUCT_MONGO_DB"], store=PRODUCT_DB,
+                                    timeout_s=TIMEOUT_S)
+        say("ready")
+        sync_products(product_db, cart_db, warehouse, **options)
+    else:
+        order_db = mongo_database(env["ORDER_MONGO_URI"], env["ORDER_MONGO_DB"], store=ORDER_DB,
+                                  timeout_s=TIMEOUT_S)
+        say("ready")
+        sync_carts(cart_db, order_db, warehouse, **options)
+    say("done")
+
+
+if __name__ == "__main__":
+    main()
