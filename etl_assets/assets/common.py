@@ -9,8 +9,9 @@ import dagster as dg
 from etl_assets.sync.report import SyncReport
 
 # Store-touching steps retry with exponential backoff and jitter; a dead store fails fast (timeouts)
-# and the retry starts from the persisted watermark, so it converges.
-STORE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+# and the retry starts from the persisted watermark, so it converges. Jitter only adds to the
+# backoff: a store that is restarting needs at least the base delay.
+STORE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS)
 
 
 class SyncConfig(dg.Config):

@@ -142,10 +142,23 @@ class LocalMongo:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
             for _ in range(50):
-                os.kill(pid, 0)
+                if self._exited(pid):
+                    break
                 time.sleep(0.1)
-            os.kill(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+    def _exited(self, pid: int) -> bool:
+        """Whether the server is gone; a child this process started is reaped, not left a zombie."""
+        started_here = getattr(self, "process", None)
+        if started_here is not None and started_here.pid == pid:
+            return started_here.poll() is not None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 
 @dataclass

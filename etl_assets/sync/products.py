@@ -257,9 +257,7 @@ _UPSERT = """
         description = excluded.description, rating = excluded.rating, tags = excluded.tags,
         source_updated_at = excluded.source_updated_at, content_hash = excluded.content_hash,
         is_active = true, synced_at = excluded.synced_at
-    WHERE (p.content_hash IS DISTINCT FROM excluded.content_hash OR NOT p.is_active)
-      AND (p.source_updated_at IS NULL OR excluded.source_updated_at IS NULL
-           OR excluded.source_updated_at >= p.source_updated_at)
+    WHERE p.content_hash IS DISTINCT FROM excluded.content_hash OR NOT p.is_active
     RETURNING (xmax = 0) AS inserted
 """
 _PLAN = """

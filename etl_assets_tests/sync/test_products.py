@@ -158,3 +158,13 @@ def test_invalid_records_are_quarantined_then_resolved(stores):
     report = run(stores, mode="full")
     assert (report.inserted, report.quarantined, report.resolved) == (1, 1, 1)
     assert len(copy_rows(stores)) + report.quarantined == stores.product_db.products.count_documents({})
+
+
+def test_full_sync_applies_source_content_even_when_updated_at_went_back(stores):
+    stores.product_db.products.insert_one(product(1))
+    run(stores, mode="full")
+    restored = datetime(2020, 1, 1, tzinfo=UTC)  # e.g. the catalog restored from an old backup
+    stores.product_db.products.update_one({"_id": ObjectId(f"{1:024x}")},
+                                          {"$set": {"price": 1234, "updatedAt": restored}})
+    assert run(stores, mode="full").updated == 1
+    assert float(copy_rows(stores)[f"{1:024x}"]["price"]) == 1234
