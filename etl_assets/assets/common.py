@@ -9,9 +9,11 @@ import dagster as dg
 from etl_assets.sync.report import SyncReport
 
 # Store-touching steps retry with exponential backoff and jitter; a dead store fails fast (timeouts)
-# and the retry starts from the persisted watermark, so it converges. Jitter only adds to the
-# backoff: a store that is restarting needs at least the base delay.
-STORE_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS)
+# and the retry starts from the persisted watermark, so it converges. Delays are 3·(2^n − 1) s ± 3 s:
+# about 0–6 s, 6–12 s, 18–24 s, so a restarting store gets half a minute before the step fails.
+STORE_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=3, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 
 class SyncConfig(dg.Config):
