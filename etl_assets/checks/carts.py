@@ -1,0 +1,67 @@
+"""Checks of the carts (Cart PostgreSQL `cart`) and their snapshots (Order MongoDB `carts`)."""
+
+import dagster as dg
+
+from etl_assets.assets.carts import cart_db_cart, order_db_carts
+from etl_assets.checks.common import ERROR, WARN, evaluate
+from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.sync import reconcile
+from etl_assets.sync.carts import COLLECTION
+
+
+@dg.asset_check(
+    asset=cart_db_cart,
+    name="matches_schema",
+    description="Every cart row satisfies CartRow (pandera), read in batches. WARN: the cart service owns these "
+    "rows; the cart sync quarantines the ones that fail.",
+)
+def cart_rows_match_schema(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.cart_rows_schema(cart_db.engine()), WARN)
+
+
+@dg.asset_check(
+    asset=cart_db_cart,
+    name="products_exist_and_active",
+    description="Every cart points at a product the copy holds and has active; such a cart cannot be snapshot.",
+)
+def carts_reference_active_products(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.cart_product_references(cart_db.engine()), ERROR)
+
+
+@dg.asset_check(
+    asset=order_db_carts,
+    name="matches_schema",
+    description="Every snapshot document satisfies CartSnapshot (pandera), including total = productPrice × "
+    "cartQuantity; documents are streamed in batches.",
+)
+def cart_snapshots_match_schema(order_db: MongoStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.cart_snapshot_schema(order_db.db()), ERROR)
+
+
+@dg.asset_check(
+    asset=order_db_carts,
+    name="in_sync_with_cart_db",
+    description="Cart PostgreSQL against the snapshots: carts the sync would snapshot that have none "
+    "(missing), whose snapshot has another version (stale), or whose snapshot total is not the copy's "
+    "price × the cart's quantity (wrong total).",
+)
+def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.reconcile_carts(cart_db.engine(), order_db.db()), ERROR)
+
+
+@dg.asset_check(
+    asset=order_db_carts,
+    name="unique_cart_ids",
+    description="No cartId occurs in two snapshot documents (grouped by the server).",
+)
+def cart_snapshots_unique_cart_ids(order_db: MongoStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.duplicate_documents(order_db.db()[COLLECTION], "$cartId"), ERROR)
+
+
+cart_checks = [
+    cart_rows_match_schema,
+    carts_reference_active_products,
+    cart_snapshots_match_schema,
+    cart_snapshots_in_sync,
+    cart_snapshots_unique_cart_ids,
+]

@@ -1,0 +1,62 @@
+"""What every check shares: a measurement from etl_assets/sync/reconcile.py becomes an AssetCheckResult,
+and a store that cannot be reached fails the check, naming the store and why, instead of crashing it."""
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+import dagster as dg
+
+from etl_assets.sync.reconcile import SAMPLE_SIZE, DayRange, Finding
+from etl_assets.sync.stores import StoreUnavailableError
+
+ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return dg.MetadataValue.timestamp(value)
+    if isinstance(value, list | dict):
+        return dg.MetadataValue.json(value)
+    return value
+
+
+def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    """`failing` and `sample_ids` lead the metadata of every check; the finding's own counts follow."""
+    return dg.AssetCheckResult(
+        passed=finding.passed,
+        severity=severity,
+        metadata={
+            "failing": finding.failing,
+            "sample_ids": dg.MetadataValue.json(finding.sample_ids[:SAMPLE_SIZE]),
+            **{key: _metadata_value(value) for key, value in finding.details().items()},
+        },
+    )
+
+
+def evaluate(measure: Callable[[], Finding], severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    """Run a measurement. The resources fail fast with StoreUnavailableError when a store is down; the
+    check then fails with that message, so the UI says which store and why."""
+    try:
+        finding = measure()
+    except StoreUnavailableError as err:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=severity,
+            description=str(err),
+            metadata={"store": err.store, "unavailable": err.reason},
+        )
+    return check_result(finding, severity)
+
+
+def run_days(context: dg.AssetCheckExecutionContext) -> DayRange | None:
+    """The days a partitioned run materializes, so a check run with them judges just those days; None
+    when the run has no partitions (the validate job), meaning every day."""
+    if context.has_partition_key:
+        day = date.fromisoformat(context.partition_key)
+        return day, day
+    if context.has_partition_key_range:
+        keys = context.partition_key_range
+        return date.fromisoformat(keys.start), date.fromisoformat(keys.end)
+    return None

@@ -1,0 +1,82 @@
+"""Checks of the stores themselves: each one answers, and what each sync has put in quarantine."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from etl_assets.assets.carts import cart_db_cart, order_db_carts
+from etl_assets.assets.orders import order_db_orders, warehouse_orders
+from etl_assets.assets.products import cart_db_product, product_db_products
+from etl_assets.checks.common import ERROR, WARN, evaluate
+from etl_assets.resources import (
+    CART_DB,
+    ORDER_DB,
+    PRODUCT_DB,
+    WAREHOUSE,
+    MongoStoreResource,
+    PostgresStoreResource,
+)
+from etl_assets.sync import carts, orders, products, reconcile
+
+# How many past evaluations are searched for the last one that recorded the warehouse time.
+_HISTORY = 10
+
+
+def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: str) -> dg.AssetChecksDefinition:
+    """One round trip to the store of `resource_key`, bounded by the resource's timeout (seconds)."""
+
+    @dg.asset_check(
+        asset=asset,
+        name="store_reachable",
+        required_resource_keys={resource_key},
+        description=f"{store} answers within the resource's timeout; otherwise the check fails saying why.",
+    )
+    def store_reachable(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        resource = getattr(context.resources, resource_key)
+
+        def ping() -> reconcile.StoreHealth:
+            if isinstance(resource, MongoStoreResource):
+                return reconcile.ping_mongo(resource.db(), store)
+            return reconcile.ping_postgres(resource.engine(), store)
+
+        return evaluate(ping, ERROR)
+
+    return store_reachable
+
+
+def previous_as_of(context: dg.AssetCheckExecutionContext) -> datetime | None:
+    """The warehouse time of this check's last evaluation, kept in its metadata in the Dagster instance."""
+    (key,) = context.selected_asset_check_keys
+    for record in context.instance.event_log_storage.get_asset_check_execution_history(key, limit=_HISTORY):
+        # A planned-only record, or an evaluation without the time (its store was down), is passed over.
+        evaluation = record.evaluation
+        if isinstance(evaluation, dg.AssetCheckEvaluation) and reconcile.AS_OF in evaluation.metadata:
+            return datetime.fromtimestamp(evaluation.metadata[reconcile.AS_OF].value, UTC)
+    return None
+
+
+def quarantine_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset,
+        name="no_new_quarantined_records",
+        description=f"Records of `{source}` in quarantine now, and those quarantined since this check last ran "
+        "(WARN when there are any, with their ids and reasons).",
+    )
+    def no_new_quarantined_records(
+        context: dg.AssetCheckExecutionContext, warehouse: PostgresStoreResource
+    ) -> dg.AssetCheckResult:
+        since = previous_as_of(context)
+        return evaluate(lambda: reconcile.quarantine_status(warehouse.engine(), source, since), WARN)
+
+    return no_new_quarantined_records
+
+
+store_checks = [
+    store_reachable_check(product_db_products, "product_db", PRODUCT_DB),
+    store_reachable_check(cart_db_cart, "cart_db", CART_DB),
+    store_reachable_check(order_db_orders, "order_db", ORDER_DB),
+    store_reachable_check(warehouse_orders, "warehouse", WAREHOUSE),
+    quarantine_check(cart_db_product, products.SOURCE),
+    quarantine_check(order_db_carts, carts.SOURCE),
+    quarantine_check(warehouse_orders, orders.SOURCE),
+]

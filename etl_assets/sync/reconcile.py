@@ -1,0 +1,725 @@
+"""What the asset checks measure: schema, reconciliation, integrity, uniqueness, quarantine, store health.
+
+No Dagster here. Every function streams a store (one server-side cursor, read in batches) or lets the
+server aggregate, so memory follows the batch size, never the size of a table or collection. Each returns
+a small result: how many records fail, the ids of the first SAMPLE_SIZE of them, and the counts the
+verdict rests on. etl_assets/checks/ turns a result into an AssetCheckResult.
+
+The rules themselves live elsewhere and are reused, never restated: the pandera models of
+etl_assets/schemas/, and the syncs' own flattening, hashing and validation (transform_batch for products,
+check_batch for carts), so a check expects exactly what the sync would have written.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandera.polars as pa
+import polars as pl
+import sqlalchemy as sa
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from etl_assets.schemas.carts import TOTAL_TOLERANCE, CartRow, CartSnapshot
+from etl_assets.schemas.orders import polars_schema
+from etl_assets.schemas.products import CartDbProduct
+from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
+from etl_assets.sync import carts as cart_sync
+from etl_assets.sync import products as product_sync
+from etl_assets.sync.stores import StoreUnavailableError, _first_line
+from etl_assets.sync.streams import batched, read_ahead
+from etl_assets.sync.validate import split_valid
+
+SAMPLE_SIZE = 20
+BATCH_SIZE = 5000
+# The product fields whose drift is reported one by one; any other difference counts as "other".
+DRIFT_FIELDS = ("price", "title", "quantity", "image")
+DayRange = tuple[date, date]
+# The detail of a QuarantineStatus that the next status takes as its `since`.
+AS_OF = "as_of"
+
+
+# ---------- results ----------
+
+@dataclass
+class Sample:
+    """How many records share a fault, and the ids of the first SAMPLE_SIZE of them."""
+
+    count: int = 0
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, ids: Sequence[str]) -> None:
+        self.count += len(ids)
+        self.ids.extend(ids[: SAMPLE_SIZE - len(self.ids)])
+
+
+class Finding:
+    """A check's measurement: the failing records and the counts behind the verdict."""
+
+    @property
+    def failing(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def sample_ids(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def passed(self) -> bool:
+        return self.failing == 0
+
+    def details(self) -> dict[str, Any]:
+        """Further counts and samples, as plain values (numbers, text, lists, dicts, datetimes)."""
+        return {}
+
+
+def _first(*samples: Sample) -> list[str]:
+    return [record_id for sample in samples for record_id in sample.ids][:SAMPLE_SIZE]
+
+
+# ---------- streaming ----------
+
+def _select_column(name: str, dtype: pl.DataType) -> str:
+    """A select-list entry that arrives as the polars type the model declares.
+
+    psycopg2 cannot turn a timestamp outside Python's years 1..9999 (or ±infinity) into a datetime, and
+    one such value would fail the whole read: it arrives as NULL instead, which the model reports as a
+    failure of that one row."""
+    if dtype == pl.Float64:
+        return f"CAST({name} AS float8) AS {name}"
+    if dtype == pl.Int64:
+        return f"CAST({name} AS bigint) AS {name}"
+    if dtype == pl.String:
+        return f"CAST({name} AS text) AS {name}"
+    if isinstance(dtype, pl.Datetime):
+        in_range = f"CASE WHEN {name} BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00' THEN {name} END"
+        return f"{in_range} AT TIME ZONE 'UTC' AS {name}" if dtype.time_zone is None else f"{in_range} AS {name}"
+    return name
+
+
+def stream_table(
+    engine: Engine,
+    table: str,
+    schema: pl.Schema,
+    *,
+    where: str = "",
+    params: Mapping[str, Any] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[pl.DataFrame]:
+    """The table's rows as frames of `schema`, `batch_size` at a time, through a server-side cursor."""
+    columns = ", ".join(_select_column(name, dtype) for name, dtype in schema.items())
+    query = sa.text(f"SELECT {columns} FROM {table} {where}")  # noqa: S608 - names come from the models
+    with engine.connect() as conn:
+        result = conn.execution_options(yield_per=batch_size).execute(query, dict(params or {}))
+        for rows in result.partitions():
+            yield pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _table_exists(conn: Connection, table: str) -> bool:
+    return conn.execute(sa.text("SELECT to_regclass(:table) IS NOT NULL"), {"table": table}).scalar_one()
+
+
+def _day_filter(column: str, days: DayRange | None) -> tuple[str, dict[str, Any]]:
+    if days is None:
+        return "", {}
+    return f"WHERE {column} BETWEEN :first_day AND :last_day", {"first_day": days[0], "last_day": days[1]}
+
+
+# ---------- schema ----------
+
+@dataclass
+class SchemaReport(Finding):
+    """Stored rows checked against their pandera model(s)."""
+
+    checked: dict[str, int] = field(default_factory=dict)
+    invalid: Sample = field(default_factory=Sample)
+    reasons: list[str] = field(default_factory=list)
+    scope: str = "all rows"
+
+    @property
+    def failing(self) -> int:
+        return self.invalid.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.invalid.ids
+
+    def reject(self, record_ids: Sequence[str], reasons: Sequence[str]) -> None:
+        room = SAMPLE_SIZE - len(self.reasons)
+        self.reasons.extend(f"{i}: {r}" for i, r in zip(record_ids[:room], reasons[:room], strict=True))
+        self.invalid.add(record_ids)
+
+    def validate(self, name: str, frames: Iterable[pl.DataFrame], model: type[pa.DataFrameModel],
+                 key: pl.Expr) -> SchemaReport:
+        """Validate each frame with `model`; `key` names a row in the sample (e.g. the id column)."""
+        for frame in frames:
+            self.checked[name] = self.checked.get(name, 0) + frame.height
+            _, reasons = split_valid(frame, model)
+            if reasons:
+                keys = frame.select(key.cast(pl.String)).to_series()
+                positions = sorted(reasons)
+                self.reject([keys[p] for p in positions], [reasons[p] for p in positions])
+        self.checked.setdefault(name, 0)
+        return self
+
+    def details(self) -> dict[str, Any]:
+        return {"checked": self.checked, "sample_reasons": self.reasons, "scope": self.scope}
+
+
+def product_copy_schema(cart_db: Engine, *, batch_size: int = BATCH_SIZE) -> SchemaReport:
+    """Every row of Cart PostgreSQL `product` against CartDbProduct."""
+    frames = stream_table(cart_db, "product", polars_schema(CartDbProduct), batch_size=batch_size)
+    return SchemaReport().validate("product", frames, CartDbProduct, pl.col("id"))
+
+
+def cart_rows_schema(cart_db: Engine, *, batch_size: int = BATCH_SIZE) -> SchemaReport:
+    """Every row of Cart PostgreSQL `cart` against CartRow (the rows the cart sync would quarantine)."""
+    frames = stream_table(cart_db, "cart", polars_schema(CartRow), batch_size=batch_size)
+    return SchemaReport().validate("cart", frames, CartRow, pl.col("id"))
+
+
+def _python_value(value: Any, dtype: pl.DataType) -> Any:
+    """A BSON value as the polars type wants it, or TypeError when it is of another type."""
+    if value is None:
+        return None
+    if isinstance(dtype, pl.Datetime):
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif dtype == pl.String:
+        if isinstance(value, str):
+            return value
+    elif not isinstance(value, bool):
+        if dtype == pl.Int64 and isinstance(value, int):
+            return value
+        if dtype == pl.Float64 and isinstance(value, int | float):
+            return float(value)
+    raise TypeError(f"expected {dtype}, got {type(value).__name__} {value!r:.60}")
+
+
+def _snapshot_frames(docs: Iterable[list[dict]], report: SchemaReport) -> Iterator[pl.DataFrame]:
+    """Snapshot documents as CartSnapshot frames. A document with a field of the wrong type cannot be
+    a row; it is rejected here with the field's name."""
+    schema = polars_schema(CartSnapshot)
+    for batch in docs:
+        rows = []
+        for doc in batch:
+            row, problems = {}, []
+            for name, dtype in schema.items():
+                try:
+                    row[name] = _python_value(doc.get(name), dtype)
+                except TypeError as err:
+                    problems.append(f"{name}: {err}")
+            if problems:
+                report.checked["carts"] = report.checked.get("carts", 0) + 1
+                report.reject([str(doc.get("cartId", doc.get("_id")))], ["; ".join(problems)])
+            else:
+                rows.append(row)
+        yield pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def cart_snapshot_schema(order_db: Database, *, batch_size: int = BATCH_SIZE) -> SchemaReport:
+    """Every Order MongoDB `carts` document against CartSnapshot, total = price × quantity included."""
+    report = SchemaReport()
+    docs = batched(order_db[cart_sync.COLLECTION].find({}, batch_size=batch_size), batch_size)
+    return report.validate("carts", _snapshot_frames(docs, report), CartSnapshot, pl.col("cartId"))
+
+
+def _validate_days(report: SchemaReport, warehouse: Engine, table: str, model: type[pa.DataFrameModel],
+                   key: pl.Expr, day_column: str, days: DayRange | None, batch_size: int) -> SchemaReport:
+    """A warehouse table's rows of `days` (or all) into `report`; a table no sync has created yet is empty."""
+    with warehouse.connect() as conn:
+        if not _table_exists(conn, table):
+            return report
+    where, params = _day_filter(day_column, days)
+    frames = stream_table(warehouse, table, polars_schema(model), where=where, params=params, batch_size=batch_size)
+    return report.validate(table, frames, model, key)
+
+
+def order_tables_schema(warehouse: Engine, days: DayRange | None = None, *,
+                        batch_size: int = BATCH_SIZE) -> SchemaReport:
+    """The warehouse's `orders` and `order_items` rows (of `days`, or all) against their models."""
+    report = SchemaReport(scope=_scope(days))
+    _validate_days(report, warehouse, "orders", OrdersTable, pl.col("order_id"), "order_day", days, batch_size)
+    item_key = pl.concat_str([pl.col("order_id"), pl.col("line_no").cast(pl.String)], separator="#")
+    return _validate_days(report, warehouse, "order_items", OrderItemsTable, item_key, "order_day", days, batch_size)
+
+
+def warehouse_table_schema(warehouse: Engine, table: str, model: type[pa.DataFrameModel], key: Sequence[str],
+                           days: DayRange | None = None, *, batch_size: int = BATCH_SIZE) -> SchemaReport:
+    """A daily analytics table's rows (of `days`, or all) against its model; `key` names a row ("a/b")."""
+    key_expr = pl.concat_str([pl.col(column).cast(pl.String) for column in key], separator="/")
+    return _validate_days(SchemaReport(scope=_scope(days)), warehouse, table, model, key_expr, "day", days,
+                          batch_size)
+
+
+def _scope(days: DayRange | None) -> str:
+    if days is None:
+        return "all days"
+    first, last = days
+    return first.isoformat() if first == last else f"{first.isoformat()}..{last.isoformat()}"
+
+
+# ---------- Product MongoDB ↔ Cart PostgreSQL product ----------
+
+@dataclass
+class ProductReconciliation(Finding):
+    """The catalog against its copy. The copy is right when every valid catalog product is active in it
+    with the same content hash, and nothing else is active: source documents − open quarantine = active
+    copy rows."""
+
+    source_documents: int = 0
+    source_rejected: int = 0
+    quarantined_open: int = 0
+    active_copy_rows: int = 0
+    missing: Sample = field(default_factory=Sample)
+    extra: Sample = field(default_factory=Sample)
+    drifted: Sample = field(default_factory=Sample)
+    drifted_fields: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def counts_match(self) -> bool:
+        return self.source_documents - self.quarantined_open == self.active_copy_rows
+
+    @property
+    def failing(self) -> int:
+        return self.missing.count + self.extra.count + self.drifted.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return _first(self.missing, self.extra, self.drifted)
+
+    @property
+    def passed(self) -> bool:
+        return self.failing == 0 and self.counts_match
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "source_documents": self.source_documents,
+            "source_rejected": self.source_rejected,
+            "quarantined_open": self.quarantined_open,
+            "expected_active_rows": self.source_documents - self.quarantined_open,
+            "active_copy_rows": self.active_copy_rows,
+            "counts_match": self.counts_match,
+            "missing": self.missing.count,
+            "missing_ids": self.missing.ids,
+            "extra": self.extra.count,
+            "extra_ids": self.extra.ids,
+            "drifted": self.drifted.count,
+            "drifted_ids": self.drifted.ids,
+            "drifted_fields": dict(self.drifted_fields),
+        }
+
+
+# Session-private and gone at commit: each batch as staged by COPY, and the ids of the valid catalog
+# products seen so far.
+_STAGE = """
+    CREATE TEMP TABLE catalog_batch (id text, content_hash text, price numeric, title text, quantity integer,
+                                     image text) ON COMMIT DROP;
+    CREATE TEMP TABLE catalog_seen (id text PRIMARY KEY) ON COMMIT DROP
+"""
+_STAGED_COLUMNS = ("id", "content_hash", *DRIFT_FIELDS)
+_COPY_BATCH = f"COPY catalog_batch ({', '.join(_STAGED_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+# One statement per batch: remember the staged batch's ids, and return only the products that are not right
+# in the copy. The content hash finds any change made in the catalog; the named fields are compared one by
+# one too, because a write to the copy's own columns (the cart service's, say) leaves the copy's hash as it
+# was. LIMIT keeps the lookup a per-id index probe: as a plain join, the planner, knowing nothing of the
+# batch, merge-joins it with the whole index, and each batch would cost more than the one before.
+_COMPARE_BATCH = """
+    WITH seen AS (
+        INSERT INTO catalog_seen SELECT id FROM catalog_batch
+    )
+    SELECT c.id, p.id IS NULL OR NOT p.is_active AS missing,
+           p.price <> c.price, p.title <> c.title, p.quantity <> c.quantity, p.image <> c.image
+    FROM catalog_batch c
+    LEFT JOIN LATERAL (SELECT * FROM product WHERE product.id = c.id LIMIT 1) p ON true
+    WHERE p.id IS NULL OR NOT p.is_active OR p.content_hash <> c.content_hash
+       OR p.price <> c.price OR p.title <> c.title OR p.quantity <> c.quantity OR p.image <> c.image
+"""
+_UNSEEN_ACTIVE = "FROM product p WHERE p.is_active AND NOT EXISTS (SELECT 1 FROM catalog_seen s WHERE s.id = p.id)"
+_COUNT_COPY = f"""
+    SELECT (SELECT count(*) FROM product WHERE is_active), (SELECT count(*) {_UNSEEN_ACTIVE})
+"""  # noqa: S608 - constant
+_SAMPLE_EXTRA = f"SELECT p.id {_UNSEEN_ACTIVE} ORDER BY p.id LIMIT %s"  # noqa: S608 - constant
+
+
+def _compare_batch(cursor: Any, result: ProductReconciliation, valid: pl.DataFrame) -> None:
+    """COPY the batch's compared columns (as CSV written by polars, off the GIL), then compare it."""
+    staged = io.BytesIO()
+    valid.select(_STAGED_COLUMNS).write_csv(staged, include_header=False, quote_style="non_numeric",
+                                            float_precision=2)
+    staged.seek(0)
+    cursor.execute("TRUNCATE catalog_batch")
+    cursor.copy_expert(_COPY_BATCH, staged)
+    cursor.execute(_COMPARE_BATCH)
+    for record_id, missing, *differs in cursor.fetchall():
+        if missing:
+            result.missing.add([record_id])
+        else:
+            result.drifted.add([record_id])
+            result.drifted_fields.update([f for f, d in zip(DRIFT_FIELDS, differs, strict=True) if d] or ["other"])
+
+
+def reconcile_products(product_db: Database, cart_db: Engine, warehouse: Engine, *,
+                       batch_size: int = BATCH_SIZE) -> ProductReconciliation:
+    """Scan the catalog like a full product sync does, flatten, validate and hash each batch with the
+    sync's own transform, and compare it with the copy in one statement per batch.
+
+    As in the sync, three stages overlap: the source streams the next batch (read_ahead), this thread
+    transforms, and one thread stages the previous batch with COPY and compares it with the copy. The
+    server keeps the ids seen, so the active copy rows never seen are counted and sampled there at the
+    end, and no id set is held in memory. Everything runs in one read transaction of the cart database;
+    its temporary tables are dropped when it ends.
+    """
+    result = ProductReconciliation(quarantined_open=quarantine_status(warehouse, product_sync.SOURCE, None).open)
+    compared: Future | None = None
+    with cart_db.begin() as conn, conn.connection.dbapi_connection.cursor() as cursor, \
+            ThreadPoolExecutor(1, "product-compare") as comparer:
+        cursor.execute(_STAGE)
+        for docs in read_ahead(product_sync.iter_full(product_db["products"], batch_size)):
+            batch = product_sync.transform_batch(docs)
+            result.source_documents += len(docs)
+            result.source_rejected += len(batch.rejections)
+            if compared:
+                compared.result()
+            compared = comparer.submit(_compare_batch, cursor, result, batch.valid)
+        if compared:
+            compared.result()
+        cursor.execute(_COUNT_COPY)
+        result.active_copy_rows, extra = cursor.fetchone()
+        cursor.execute(_SAMPLE_EXTRA, (SAMPLE_SIZE,))
+        result.extra = Sample(extra, [row[0] for row in cursor.fetchall()])
+    return result
+
+
+# ---------- Cart PostgreSQL cart ↔ Order MongoDB carts ----------
+
+@dataclass
+class CartReconciliation(Finding):
+    """The carts against their snapshots. Every cart the sync would snapshot (valid, with an active
+    product) must have one, of the cart's version, whose total is the copy's price × the cart's quantity."""
+
+    carts: int = 0
+    expected_snapshots: int = 0
+    missing: Sample = field(default_factory=Sample)
+    stale: Sample = field(default_factory=Sample)
+    wrong_total: Sample = field(default_factory=Sample)
+
+    @property
+    def failing(self) -> int:
+        return self.missing.count + self.stale.count + self.wrong_total.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return _first(self.missing, self.stale, self.wrong_total)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "carts": self.carts,
+            "expected_snapshots": self.expected_snapshots,
+            "missing": self.missing.count,
+            "missing_ids": self.missing.ids,
+            "stale_versions": self.stale.count,
+            "stale_ids": self.stale.ids,
+            "wrong_totals": self.wrong_total.count,
+            "wrong_total_ids": self.wrong_total.ids,
+        }
+
+
+def _total_matches(stored: Any, expected: float) -> bool:
+    return isinstance(stored, int | float) and not isinstance(stored, bool) and abs(stored - expected) < TOTAL_TOLERANCE
+
+
+def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BATCH_SIZE) -> CartReconciliation:
+    """Page through the carts (joined with their products) as the cart sync does, build the snapshots it
+    would write, and look up the stored ones of each page with one query on the unique cartId index."""
+    result = CartReconciliation()
+    snapshots = order_db[cart_sync.COLLECTION]
+    for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
+        expected = cart_sync.check_batch(rows).snapshots
+        result.carts += len(rows)
+        result.expected_snapshots += len(expected)
+        stored = {doc["cartId"]: doc for doc in snapshots.find(
+            {"cartId": {"$in": [s["cartId"] for s in expected]}}, {"_id": 0, "cartId": 1, "version": 1, "total": 1})}
+        missing, stale, wrong_total = [], [], []
+        for snapshot in expected:
+            doc = stored.get(snapshot["cartId"])
+            if doc is None:
+                missing.append(snapshot["cartId"])
+            elif doc.get("version") != snapshot["version"]:
+                stale.append(snapshot["cartId"])
+            elif not _total_matches(doc.get("total"), snapshot["total"]):
+                wrong_total.append(snapshot["cartId"])
+        result.missing.add(missing)
+        result.stale.add(stale)
+        result.wrong_total.add(wrong_total)
+    return result
+
+
+# ---------- referential integrity ----------
+
+@dataclass
+class CartProductReferences(Finding):
+    """Carts whose product the copy does not hold, or holds as inactive: the cart sync cannot snapshot them."""
+
+    carts: int = 0
+    missing_product: Sample = field(default_factory=Sample)
+    inactive_product: Sample = field(default_factory=Sample)
+    product_ids: list[str] = field(default_factory=list)
+
+    @property
+    def failing(self) -> int:
+        return self.missing_product.count + self.inactive_product.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return _first(self.missing_product, self.inactive_product)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "carts": self.carts,
+            "missing_product": self.missing_product.count,
+            "missing_product_cart_ids": self.missing_product.ids,
+            "inactive_product": self.inactive_product.count,
+            "inactive_product_cart_ids": self.inactive_product.ids,
+            "sample_product_ids": self.product_ids,
+        }
+
+
+_CART_REFERENCE_COUNTS = sa.text("""
+    SELECT count(*) AS carts,
+           count(*) FILTER (WHERE p.id IS NULL) AS missing,
+           count(*) FILTER (WHERE NOT p.is_active) AS inactive
+    FROM cart c LEFT JOIN product p ON p.id = c.product_id
+""")
+_CART_REFERENCE_SAMPLE = sa.text("""
+    (SELECT c.id::text AS cart_id, c.product_id, true AS missing
+     FROM cart c LEFT JOIN product p ON p.id = c.product_id
+     WHERE p.id IS NULL ORDER BY c.id LIMIT :limit)
+    UNION ALL
+    (SELECT c.id::text, c.product_id, false
+     FROM cart c JOIN product p ON p.id = c.product_id
+     WHERE NOT p.is_active ORDER BY c.id LIMIT :limit)
+""")
+
+
+def cart_product_references(cart_db: Engine) -> CartProductReferences:
+    """Counted by the server with one join; only the samples come back."""
+    with cart_db.connect() as conn:
+        counts = conn.execute(_CART_REFERENCE_COUNTS).one()
+        sample = conn.execute(_CART_REFERENCE_SAMPLE, {"limit": SAMPLE_SIZE}).all()
+    result = CartProductReferences(carts=counts.carts)
+    result.missing_product = Sample(counts.missing, [r.cart_id for r in sample if r.missing])
+    result.inactive_product = Sample(counts.inactive, [r.cart_id for r in sample if not r.missing])
+    result.product_ids = list(dict.fromkeys(r.product_id for r in sample))[:SAMPLE_SIZE]
+    return result
+
+
+@dataclass
+class OrphanOrderItems(Finding):
+    """Order items whose product id the cart database's copy has never held (active or not)."""
+
+    items: int = 0
+    products: int = 0
+    orphans: Sample = field(default_factory=Sample)
+    unknown_products: Sample = field(default_factory=Sample)
+    scope: str = "all days"
+
+    @property
+    def failing(self) -> int:
+        return self.orphans.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.orphans.ids
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "products": self.products,
+            "unknown_products": self.unknown_products.count,
+            "unknown_product_ids": self.unknown_products.ids,
+            "scope": self.scope,
+        }
+
+
+def orphan_order_items(warehouse: Engine, cart_db: Engine, days: DayRange | None = None, *,
+                       batch_size: int = BATCH_SIZE) -> OrphanOrderItems:
+    """The warehouse groups its order items by product id; each batch of distinct ids is looked up in the
+    copy with one query. The two databases may live on different servers, so no cross-database join."""
+    where, params = _day_filter("order_day", days)
+    result = OrphanOrderItems(scope=_scope(days))
+    with warehouse.connect() as conn:
+        if not _table_exists(conn, "order_items"):
+            return result
+    per_product = sa.text(f"SELECT product_id, count(*) AS items FROM order_items {where} GROUP BY product_id")  # noqa: S608
+    orphan_items = 0
+    with warehouse.connect() as conn, cart_db.connect() as copy:
+        for rows in conn.execution_options(yield_per=batch_size).execute(per_product, params).partitions():
+            known = set(copy.execute(sa.text("SELECT id FROM product WHERE id = ANY(:ids)"),
+                                     {"ids": [r.product_id for r in rows]}).scalars())
+            unknown = [r for r in rows if r.product_id not in known]
+            result.items += sum(r.items for r in rows)
+            result.products += len(rows)
+            result.unknown_products.add(sorted(r.product_id for r in unknown))
+            orphan_items += sum(r.items for r in unknown)
+        if orphan_items:
+            sample = conn.execute(sa.text(f"""
+                SELECT order_id || '#' || line_no FROM order_items
+                {where + ' AND' if where else 'WHERE'} product_id = ANY(:unknown)
+                ORDER BY order_id, line_no LIMIT :limit
+            """), {**params, "unknown": result.unknown_products.ids, "limit": SAMPLE_SIZE}).scalars().all()  # noqa: S608
+            result.orphans = Sample(orphan_items, list(sample))
+    return result
+
+
+# ---------- uniqueness ----------
+
+@dataclass
+class DuplicateKeys(Finding):
+    """Records that share their key with another record."""
+
+    keys: Sample = field(default_factory=Sample)
+    records: int = 0
+
+    @property
+    def failing(self) -> int:
+        return self.records
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.keys.ids
+
+    def details(self) -> dict[str, Any]:
+        return {"duplicated_keys": self.keys.count}
+
+
+def duplicate_rows(engine: Engine, table: str, column: str) -> DuplicateKeys:
+    """Duplicated values of a column, grouped by the server."""
+    duplicated = f"SELECT {column} AS key, count(*) AS n FROM {table} GROUP BY {column} HAVING count(*) > 1"  # noqa: S608
+    with engine.connect() as conn:
+        summary = conn.execute(sa.text(f"SELECT count(*), coalesce(sum(n), 0) FROM ({duplicated}) d")).one()  # noqa: S608
+        sample = conn.execute(sa.text(f"SELECT CAST(key AS text) FROM ({duplicated}) d ORDER BY key LIMIT :limit"),  # noqa: S608
+                              {"limit": SAMPLE_SIZE}).scalars().all()
+    return DuplicateKeys(Sample(summary[0], list(sample)), int(summary[1]))
+
+
+def duplicate_documents(collection: Collection, key: str | dict[str, Any]) -> DuplicateKeys:
+    """Duplicated values of a key expression (e.g. "$cartId", or {"$toString": "$_id"}), grouped by the server."""
+    summary = next(collection.aggregate([
+        {"$group": {"_id": key, "n": {"$sum": 1}}},
+        {"$match": {"n": {"$gt": 1}}},
+        {"$sort": {"_id": 1}},
+        {"$group": {"_id": None, "keys": {"$sum": 1}, "records": {"$sum": "$n"},
+                    "sample": {"$firstN": {"input": "$_id", "n": SAMPLE_SIZE}}}},
+    ], allowDiskUse=True), None)
+    if summary is None:
+        return DuplicateKeys()
+    return DuplicateKeys(Sample(summary["keys"], [str(k) for k in summary["sample"]]), summary["records"])
+
+
+# ---------- quarantine ----------
+
+@dataclass
+class QuarantineStatus(Finding):
+    """A source's open quarantine, and what is new in it since `since` (a previous status's `as_of`)."""
+
+    source: str
+    as_of: datetime
+    since: datetime | None = None
+    open: int = 0
+    new: Sample = field(default_factory=Sample)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def failing(self) -> int:
+        return self.new.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.new.ids
+
+    def details(self) -> dict[str, Any]:
+        return {"source": self.source, "open": self.open, "new": self.new.count, "sample_reasons": self.reasons,
+                AS_OF: self.as_of, "since": self.since}
+
+
+_QUARANTINE_COUNTS = sa.text("""
+    SELECT count(*) AS open,
+           count(*) FILTER (WHERE CAST(:since AS timestamptz) IS NULL OR first_seen > :since) AS new
+    FROM etl_quarantine WHERE source = :source AND resolved_at IS NULL
+""")
+_QUARANTINE_NEW = sa.text("""
+    SELECT record_id, reason FROM etl_quarantine
+    WHERE source = :source AND resolved_at IS NULL
+      AND (CAST(:since AS timestamptz) IS NULL OR first_seen > :since)
+    ORDER BY first_seen DESC, record_id LIMIT :limit
+""")
+
+
+def quarantine_status(warehouse: Engine, source: str, since: datetime | None) -> QuarantineStatus:
+    """`as_of` is the warehouse's clock, which also stamps first_seen, so no two clocks are compared.
+    A record quarantined again after it was resolved counts as new."""
+    with warehouse.connect() as conn:
+        status = QuarantineStatus(source, conn.execute(sa.text("SELECT now()")).scalar_one(), since)
+        if not _table_exists(conn, "etl_quarantine"):
+            return status
+        params = {"source": source, "since": since}
+        counts = conn.execute(_QUARANTINE_COUNTS, params).one()
+        new = conn.execute(_QUARANTINE_NEW, {**params, "limit": SAMPLE_SIZE}).all()
+    status.open = counts.open
+    status.new = Sample(counts.new, [r.record_id for r in new])
+    status.reasons = [f"{r.record_id}: {r.reason}" for r in new]
+    return status
+
+
+# ---------- store health ----------
+
+@dataclass
+class StoreHealth(Finding):
+    """A store that answered. One that does not raises StoreUnavailableError instead."""
+
+    store: str
+    latency_ms: float
+    server_version: str
+
+    @property
+    def failing(self) -> int:
+        return 0
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return []
+
+    def details(self) -> dict[str, Any]:
+        return {"store": self.store, "latency_ms": self.latency_ms, "server_version": self.server_version}
+
+
+def ping_mongo(db: Database, store: str) -> StoreHealth:
+    """One round trip, bounded by the client's server selection timeout."""
+    started = time.monotonic()
+    try:
+        version = db.command("buildInfo")["version"]
+    except PyMongoError as err:
+        raise StoreUnavailableError(store, _first_line(err)) from None
+    return StoreHealth(store, round((time.monotonic() - started) * 1000, 1), version)
+
+
+def ping_postgres(engine: Engine, store: str) -> StoreHealth:
+    """One round trip, bounded by the engine's connect timeout."""
+    started = time.monotonic()
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+    except SQLAlchemyError as err:
+        raise StoreUnavailableError(store, _first_line(getattr(err, "orig", None) or err)) from None
+    return StoreHealth(store, round((time.monotonic() - started) * 1000, 1), version)

@@ -1,0 +1,62 @@
+"""The cart checks through Dagster: the cart rows, their products and their Order MongoDB snapshots."""
+
+import dagster as dg
+
+from etl_assets.checks.carts import cart_checks
+from etl_assets.sync.carts import CART_ID_INDEX
+from etl_assets_tests.checks.harness import evaluate_checks, failing, metadata
+from etl_assets_tests.checks.seed import (
+    add_cart,
+    execute,
+    product_id,
+    seed_catalog,
+    sync_cart_snapshots,
+    sync_catalog,
+)
+
+
+def test_cart_checks_name_the_bad_records_and_pass_once_they_are_fixed(stores):
+    seed_catalog(stores, 5)
+    sync_catalog(stores)
+    carts = [add_cart(stores, n, product=n) for n in range(1, 6)]
+    sync_cart_snapshots(stores)
+    assert all(check.passed for check in evaluate_checks(stores.resources(), *cart_checks).values())
+
+    execute(stores.cart_engine, "UPDATE cart SET quantity = 0 WHERE id = :id", id=carts[0])
+    execute(stores.cart_engine, "UPDATE product SET is_active = false WHERE id = :id", id=product_id(2))
+    dangling = add_cart(stores, 9, product=8, bypass_foreign_key=True)
+    stores.order_db.carts.update_one({"cartId": carts[2]}, {"$set": {"total": 0.5}})
+    stores.order_db.carts.delete_one({"cartId": carts[3]})
+    stores.order_db.carts.drop_index(CART_ID_INDEX)
+    stores.order_db.carts.insert_one({**stores.order_db.carts.find_one({"cartId": carts[4]}, {"_id": 0})})
+
+    checks = evaluate_checks(stores.resources(), *cart_checks)
+    rows = checks["cart_db/cart:matches_schema"]
+    assert (failing(rows), rows.severity) == ((False, 1, [carts[0]]), dg.AssetCheckSeverity.WARN)
+    assert "quantity: greater_than_or_equal_to(1)" in metadata(rows)["sample_reasons"][0]
+
+    references = checks["cart_db/cart:products_exist_and_active"]
+    assert failing(references) == (False, 2, [dangling, carts[1]])
+    assert (metadata(references)["missing_product"], metadata(references)["inactive_product"]) == (1, 1)
+
+    snapshots = checks["order_db/carts:matches_schema"]
+    # The duplicate breaks the model's unique cartId too.
+    assert failing(snapshots)[:2] == (False, 3)
+    assert sorted(failing(snapshots)[2]) == sorted([carts[2], carts[4], carts[4]])
+
+    # The cart with quantity 0 and the one of the inactive product are quarantined, not expected.
+    in_sync = checks["order_db/carts:in_sync_with_cart_db"]
+    assert failing(in_sync) == (False, 2, [carts[3], carts[2]])
+    assert (metadata(in_sync)["missing"], metadata(in_sync)["wrong_totals"]) == (1, 1)
+
+    assert failing(checks["order_db/carts:unique_cart_ids"]) == (False, 2, [carts[4]])
+    assert all(check.severity == dg.AssetCheckSeverity.ERROR for key, check in checks.items()
+               if key != "cart_db/cart:matches_schema")
+
+    execute(stores.cart_engine, "UPDATE cart SET quantity = 1 WHERE id = :id", id=carts[0])
+    execute(stores.cart_engine, "UPDATE product SET is_active = true WHERE id = :id", id=product_id(2))
+    execute(stores.cart_engine, "DELETE FROM cart WHERE id = :id", id=dangling)
+    stores.order_db.carts.delete_one({"cartId": carts[4]})
+    sync_cart_snapshots(stores)
+    checks = evaluate_checks(stores.resources(), *cart_checks)
+    assert all(check.passed for check in checks.values()), checks

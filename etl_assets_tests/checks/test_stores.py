@@ -1,0 +1,36 @@
+"""Store health through Dagster: a store that is down fails its checks, saying which and why."""
+
+from etl_assets.checks.carts import cart_snapshots_in_sync
+from etl_assets.checks.stores import store_checks
+from etl_assets.local.stores import free_port
+from etl_assets.resources import ORDER_DB, WAREHOUSE, MongoStoreResource, PostgresStoreResource
+from etl_assets_tests.checks.harness import evaluate_checks, metadata
+
+REACHABLE = [check for check in store_checks if check.check_key.name == "store_reachable"]
+
+
+def test_every_store_answers(stores):
+    checks = evaluate_checks(stores.resources(), *REACHABLE)
+    assert sorted(checks) == ["cart_db/cart:store_reachable", "order_db/orders:store_reachable",
+                              "product_db/products:store_reachable", "warehouse/orders:store_reachable"]
+    for check in checks.values():
+        assert check.passed and metadata(check)["server_version"] and metadata(check)["latency_ms"] >= 0
+
+
+def test_a_store_that_is_down_fails_the_checks_that_need_it_with_its_name_and_why(stores, tmp_path):
+    resources = {
+        **stores.resources(),
+        "order_db": MongoStoreResource(uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+                                       database="orders", store_name=ORDER_DB, timeout_s=1),
+        "warehouse": PostgresStoreResource(url=f"postgresql+psycopg2://postgres@/warehouse?host={tmp_path}",
+                                           store_name=WAREHOUSE, timeout_s=1),
+    }
+    checks = evaluate_checks(resources, *REACHABLE, cart_snapshots_in_sync)
+    assert checks["product_db/products:store_reachable"].passed
+    assert checks["cart_db/cart:store_reachable"].passed
+    for key, store in [("order_db/orders:store_reachable", ORDER_DB), ("warehouse/orders:store_reachable", WAREHOUSE),
+                       ("order_db/carts:in_sync_with_cart_db", ORDER_DB)]:
+        check = checks[key]
+        assert not check.passed
+        assert check.description.startswith(f"{store} is unavailable: ")
+        assert metadata(check)["store"] == store and metadata(check)["unavailable"]
