@@ -91,6 +91,10 @@ def _stop_stale_mongo(stores: LocalStores) -> None:
         pid_file.unlink()
 
 
+class StepFailed(RuntimeError):
+    """A measured step's process exited with an error."""
+
+
 class Bench:
     """The bench stores and the measured steps run against them."""
 
@@ -98,6 +102,7 @@ class Bench:
         self.stores = stores
         self.root = root
         self.batch_size = batch_size
+        self.failures: list[str] = []
         postgres = stores.postgres
         self.cart_db = sa.create_engine(postgres.url("cart"))
         self.warehouse = sa.create_engine(postgres.url("warehouse"))
@@ -161,7 +166,8 @@ class Bench:
             window = time.perf_counter() - window_started
             process.returncode = os.waitstatus_to_exitcode(status)
             if process.returncode != 0:
-                raise RuntimeError(f"bench step {step} failed with exit code {process.returncode}")
+                raise StepFailed(f"{report.LABELS[step]} ({products:,}) failed with exit code "
+                                 f"{process.returncode}; its traceback is above")
             outcome = bench_steps.StepOutcome(**json.loads(Path(result_file.name).read_text()))
         # The step's whole life, start-up and imports too (for Sling, with the binary it waited for).
         step_cpu = usage.ru_utime + usage.ru_stime
@@ -197,7 +203,11 @@ class Bench:
             log(f"{report.LABELS[name]} ({count:,} products)")
             if prepare:
                 prepare()
-            measurements.append(self.measure(name, product_db, count))
+            try:
+                measurements.append(self.measure(name, product_db, count))
+            except StepFailed as err:  # the other steps still tell something; its targets become SKIP
+                log(f"  {err}")
+                self.failures.append(str(err))
 
         log(f"products: {products:,}")
         main_db = self.products(products)
@@ -213,7 +223,9 @@ class Bench:
         step(report.OLD_SERVICE, old_db, old_service_products, lambda: self.truncate(bench_steps.LEGACY_TABLE))
         for size in memory_sizes:
             if size != products:
-                step(report.MEMORY_SCALE, self.products(size), size, self.reset_product_copy)
+                size_db = self.products(size)
+                step(report.MEMORY_SCALE, size_db, size, self.reset_product_copy)
+                step(report.MEMORY_SCALE_WARM, size_db, size)
         return measurements
 
 
@@ -228,7 +240,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"a smoke run: {QUICK_PRODUCTS:,} products and no memory-scale runs")
     parser.add_argument("--memory-sizes", type=_sizes, default=None,
-                        help="catalog sizes of the extra cold full syncs for the memory targets "
+                        help="catalog sizes of the extra full syncs (cold, then warm) for the memory targets "
                              f"(default {','.join(map(str, MEMORY_SIZES))}; none with --quick)")
     parser.add_argument("--old-service-products", type=int, default=OLD_SERVICE_PRODUCTS)
     parser.add_argument("--batch-size", type=int, default=5000, help="the product sync's batch size")
@@ -266,17 +278,18 @@ def main(argv: list[str] | None = None) -> None:
     _stop_stale_mongo(stores)
     stores.start()
     try:
-        measurements = Bench(stores, root, args.batch_size).run(args.products, args.old_service_products,
-                                                               args.memory_sizes)
+        bench = Bench(stores, root, args.batch_size)
+        measurements = bench.run(args.products, args.old_service_products, args.memory_sizes)
     finally:
         if not args.keep_stores:
             stores.stop()
     targets = report.evaluate_targets(measurements)
-    noisiest = max(m.others_cpu_share or 0.0 for m in measurements)
+    noisiest = max((m.others_cpu_share or 0.0 for m in measurements), default=0.0)
     run = {
         "products": args.products, "quick": args.quick, "batch_size": args.batch_size,
         "old_service_products": args.old_service_products, "memory_sizes": args.memory_sizes,
         "started_at": started_at.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
+        "failed_steps": bench.failures,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "load_at_start": load_at_start, "load_at_end": os.getloadavg(),
                     "max_noise_share": round(noisiest, 3)},
@@ -294,11 +307,15 @@ def main(argv: list[str] | None = None) -> None:
     print("\nWhere the time went:\n\n" + report.cpu_table(measurements))
     if note := report.first_batch_note(measurements):
         print(f"\n{note}")
+    for failure in bench.failures:
+        print(f"\nFAILED STEP: {failure}")
     if noisiest > NOISY_SHARE:
         print(f"\nOther processes took up to {noisiest:.0%} of the machine's CPU during a step: "
               "rerun on a quiet machine for final figures.")
     print(f"\nwritten to {args.output}")
     print(json.dumps(result, separators=(",", ":")))
+    if bench.failures:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ INCREMENTAL = "incremental"
 SLING = "sling"
 OLD_SERVICE = "old_service"
 RECONCILE = "reconcile"
-MEMORY_SCALE = "full_cold_memory"  # extra cold full syncs at other sizes, for the memory targets
+# Extra full syncs, cold then warm, at other catalog sizes: for the memory targets.
+MEMORY_SCALE = "full_cold_memory"
+MEMORY_SCALE_WARM = "full_warm_memory"
+FULL_SYNCS = (FULL_COLD, FULL_WARM, MEMORY_SCALE, MEMORY_SCALE_WARM)
 
 LABELS = {
     RAW: "raw limit (find_raw_batches → COPY bytea)",
@@ -29,6 +32,7 @@ LABELS = {
     OLD_SERVICE: "old service algorithm",
     RECONCILE: "reconciliation checks",
     MEMORY_SCALE: "our full sync, cold (memory scale)",
+    MEMORY_SCALE_WARM: "our full sync, warm (memory scale)",
 }
 
 # The issue's targets. Flatness is a judgement call; this is the bound the report holds it to.
@@ -105,10 +109,10 @@ def _skip(name: str, required: str, why: str) -> TargetResult:
 
 
 def memory_by_size(measurements: Iterable[Measurement]) -> dict[int, int]:
-    """Peak RSS of the cold full syncs, by collection size (the largest peak if a size ran twice)."""
+    """The largest peak RSS of any full sync (cold or warm), by collection size."""
     peaks: dict[int, int] = {}
     for m in measurements:
-        if m.step in (FULL_COLD, MEMORY_SCALE):
+        if m.step in FULL_SYNCS:
             peaks[m.products] = max(peaks.get(m.products, 0), m.peak_rss_bytes)
     return peaks
 
@@ -116,7 +120,7 @@ def memory_by_size(measurements: Iterable[Measurement]) -> dict[int, int]:
 def evaluate_targets(measurements: Iterable[Measurement]) -> list[TargetResult]:
     """PASS/FAIL for each of the issue's targets; SKIP when the run did not measure what a target needs."""
     measurements = list(measurements)
-    by_step = {m.step: m for m in measurements if m.step != MEMORY_SCALE}
+    by_step = {m.step: m for m in measurements if m.step not in (MEMORY_SCALE, MEMORY_SCALE_WARM)}
     raw, cold, warm = by_step.get(RAW), by_step.get(FULL_COLD), by_step.get(FULL_WARM)
     sling, incremental, reconcile = by_step.get(SLING), by_step.get(INCREMENTAL), by_step.get(RECONCILE)
     targets: list[TargetResult] = []
@@ -152,7 +156,7 @@ def evaluate_targets(measurements: Iterable[Measurement]) -> list[TargetResult]:
 
     peaks = memory_by_size(measurements)
     name = "full sync memory"
-    required = f"peak RSS ≤ {MEMORY_LIMIT_BYTES // MIB} MiB at {MEMORY_LIMIT_PRODUCTS:,} products"
+    required = f"peak RSS (cold or warm) ≤ {MEMORY_LIMIT_BYTES // MIB} MiB at {MEMORY_LIMIT_PRODUCTS:,} products"
     if MEMORY_LIMIT_PRODUCTS in peaks:
         peak = peaks[MEMORY_LIMIT_PRODUCTS]
         targets.append(TargetResult(name, required, f"{peak / MIB:.0f} MiB", _status(peak <= MEMORY_LIMIT_BYTES)))

@@ -271,6 +271,7 @@ STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
     report.FULL_COLD: full_sync,
     report.FULL_WARM: full_sync,
     report.MEMORY_SCALE: full_sync,
+    report.MEMORY_SCALE_WARM: full_sync,
     report.INCREMENTAL: incremental_sync,
     report.SLING: sling,
     report.OLD_SERVICE: old_service,
