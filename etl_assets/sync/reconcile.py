@@ -129,10 +129,11 @@ def _table_exists(conn: Connection, table: str) -> bool:
     return conn.execute(sa.text("SELECT to_regclass(:table) IS NOT NULL"), {"table": table}).scalar_one()
 
 
-def _day_filter(column: str, days: DayRange | None) -> tuple[str, dict[str, Any]]:
+def _day_condition(column: str, days: DayRange | None) -> tuple[str, dict[str, Any]]:
+    """A WHERE condition selecting `days` (every day when None), and its parameters."""
     if days is None:
-        return "", {}
-    return f"WHERE {column} BETWEEN :first_day AND :last_day", {"first_day": days[0], "last_day": days[1]}
+        return "true", {}
+    return f"{column} BETWEEN :first_day AND :last_day", {"first_day": days[0], "last_day": days[1]}
 
 
 # ---------- schema ----------
@@ -240,8 +241,9 @@ def _validate_days(report: SchemaReport, warehouse: Engine, table: str, model: t
     with warehouse.connect() as conn:
         if not _table_exists(conn, table):
             return report
-    where, params = _day_filter(day_column, days)
-    frames = stream_table(warehouse, table, polars_schema(model), where=where, params=params, batch_size=batch_size)
+    condition, params = _day_condition(day_column, days)
+    frames = stream_table(warehouse, table, polars_schema(model), where=f"WHERE {condition}", params=params,
+                          batch_size=batch_size)
     return report.validate(table, frames, model, key)
 
 
@@ -556,29 +558,30 @@ def orphan_order_items(warehouse: Engine, cart_db: Engine, days: DayRange | None
                        batch_size: int = BATCH_SIZE) -> OrphanOrderItems:
     """The warehouse groups its order items by product id; each batch of distinct ids is looked up in the
     copy with one query. The two databases may live on different servers, so no cross-database join."""
-    where, params = _day_filter("order_day", days)
+    condition, params = _day_condition("order_day", days)
+    per_product = sa.text(f"SELECT product_id, count(*) AS items FROM order_items WHERE {condition} "  # noqa: S608
+                          "GROUP BY product_id")
+    sample = sa.text(f"""
+        SELECT order_id || '#' || line_no FROM order_items
+        WHERE {condition} AND product_id = ANY(:unknown) ORDER BY order_id, line_no LIMIT :limit
+    """)  # noqa: S608 - constant condition
     result = OrphanOrderItems(scope=_scope(days))
+    orphan_items = 0
     with warehouse.connect() as conn:
         if not _table_exists(conn, "order_items"):
             return result
-    per_product = sa.text(f"SELECT product_id, count(*) AS items FROM order_items {where} GROUP BY product_id")  # noqa: S608
-    orphan_items = 0
-    with warehouse.connect() as conn, cart_db.connect() as copy:
-        for rows in conn.execution_options(yield_per=batch_size).execute(per_product, params).partitions():
-            known = set(copy.execute(sa.text("SELECT id FROM product WHERE id = ANY(:ids)"),
-                                     {"ids": [r.product_id for r in rows]}).scalars())
-            unknown = [r for r in rows if r.product_id not in known]
-            result.items += sum(r.items for r in rows)
-            result.products += len(rows)
-            result.unknown_products.add(sorted(r.product_id for r in unknown))
-            orphan_items += sum(r.items for r in unknown)
+        with cart_db.connect() as copy:
+            for rows in conn.execution_options(yield_per=batch_size).execute(per_product, params).partitions():
+                known = set(copy.execute(sa.text("SELECT id FROM product WHERE id = ANY(:ids)"),
+                                         {"ids": [r.product_id for r in rows]}).scalars())
+                unknown = [r for r in rows if r.product_id not in known]
+                result.items += sum(r.items for r in rows)
+                result.products += len(rows)
+                result.unknown_products.add(sorted(r.product_id for r in unknown))
+                orphan_items += sum(r.items for r in unknown)
         if orphan_items:
-            sample = conn.execute(sa.text(f"""
-                SELECT order_id || '#' || line_no FROM order_items
-                {where + ' AND' if where else 'WHERE'} product_id = ANY(:unknown)
-                ORDER BY order_id, line_no LIMIT :limit
-            """), {**params, "unknown": result.unknown_products.ids, "limit": SAMPLE_SIZE}).scalars().all()  # noqa: S608
-            result.orphans = Sample(orphan_items, list(sample))
+            result.orphans = Sample(orphan_items, list(conn.execute(sample, {
+                **params, "unknown": result.unknown_products.ids, "limit": SAMPLE_SIZE}).scalars()))
     return result
 
 
