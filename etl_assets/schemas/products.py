@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pandera.polars as pa
 import polars as pl
 
@@ -42,7 +40,7 @@ class CartDbProduct(pa.DataFrameModel):
     category: str = pa.Field(isin=CATEGORIES)
     content_hash: str = pa.Field(str_matches=r"^[0-9a-f]{32}$")
     is_active: bool
-    synced_at: datetime
+    synced_at: pl.Datetime(time_zone="UTC")  # type: ignore[valid-type]
 
     class Config:
         strict = False

@@ -245,7 +245,19 @@ _STAGE = """
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS product_seen (id varchar(24) PRIMARY KEY)
 """
-_UPSERT = """
+# A row changes when the source content changed (hash) or when the copy itself was edited: comparing
+# the columns too repairs a price someone changed in the cart database behind the ETL's back.
+SYNCED_COLUMNS = ("content_hash", "title", "price", "image", "seller_id", "quantity", "category",
+                  "description", "rating", "tags")
+
+
+def _differs_from_copy(new: str) -> str:
+    """SQL: the incoming row `new` differs from the copy row `p` in a synced column."""
+    return (f"({', '.join(f'p.{c}' for c in SYNCED_COLUMNS)}) "
+            f"IS DISTINCT FROM ({', '.join(f'{new}.{c}' for c in SYNCED_COLUMNS)})")
+
+
+_UPSERT = f"""
     INSERT INTO product AS p (id, title, price, image, seller_id, quantity, category, description, rating,
                               tags, source_updated_at, content_hash, is_active, synced_at)
     SELECT id, title, price, image, seller_id, quantity, category, description, rating,
@@ -257,15 +269,15 @@ _UPSERT = """
         description = excluded.description, rating = excluded.rating, tags = excluded.tags,
         source_updated_at = excluded.source_updated_at, content_hash = excluded.content_hash,
         is_active = true, synced_at = excluded.synced_at
-    WHERE p.content_hash IS DISTINCT FROM excluded.content_hash OR NOT p.is_active
+    WHERE NOT p.is_active OR {_differs_from_copy("excluded")}
     RETURNING (xmax = 0) AS inserted
-"""
-_PLAN = """
+"""  # noqa: S608 - built from constant column names
+_PLAN = f"""
     SELECT count(*) FILTER (WHERE p.id IS NULL) AS inserted,
            count(*) FILTER (WHERE p.id IS NOT NULL
-                            AND (p.content_hash IS DISTINCT FROM s.content_hash OR NOT p.is_active)) AS updated
+                            AND (NOT p.is_active OR {_differs_from_copy("s")})) AS updated
     FROM product_stage s LEFT JOIN product p ON p.id = s.id
-"""
+"""  # noqa: S608 - built from constant column names
 COPY_NULL = "\\N"
 _COPY = f"COPY product_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
 _REMEMBER_SEEN = "INSERT INTO product_seen SELECT id FROM product_stage ON CONFLICT DO NOTHING"

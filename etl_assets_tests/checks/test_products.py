@@ -61,8 +61,10 @@ def test_a_copy_failing_its_schema_keeps_the_cart_snapshots_from_being_built(sto
     seed_catalog(stores, 3)
     sync_catalog(stores)
     add_cart(stores, 1, product=1)
-    # The cart service wrote to the copy: the hash is unchanged, so the sync leaves the row as it is.
-    execute(stores.cart_engine, "UPDATE product SET quantity = -1 WHERE id = :id", id=product_id(3))
+    # Someone wrote a row into the copy behind the ETL's back: the sync deactivates it (it is not in the
+    # catalog) but never deletes it, so the copy keeps failing its schema.
+    execute(stores.cart_engine, "INSERT INTO product (id, title, price, image, quantity, content_hash) "
+                                "VALUES ('rogue', 'rogue', 1, 'i', -1, :hash)", hash="0" * 32)
 
     result = dg.materialize(
         [product_db_products, cart_db_product, order_db_carts, *product_checks], resources=stores.resources(),

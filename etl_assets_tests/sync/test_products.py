@@ -99,8 +99,9 @@ def test_full_sync_fixes_price_drift_and_reactivates(stores):
         conn.execute(sa.text("UPDATE product SET content_hash = 'x' WHERE id = :id"), {"id": f"{3:024x}"})
         conn.execute(sa.text("UPDATE product SET is_active = false WHERE id = :id"), {"id": f"{4:024x}"})
     report = run(stores, mode="full")
-    assert report.updated == 2  # the hash drift and the inactive row; plain price drift needs its hash
+    assert report.updated == 3  # price edited in the copy, a damaged hash, a wrongly inactive row
     rows = copy_rows(stores)
+    assert float(rows[f"{2:024x}"]["price"]) == 12
     assert rows[f"{4:024x}"]["is_active"]
 
 
