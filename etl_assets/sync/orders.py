@@ -91,6 +91,12 @@ def read_amount(value: Any, path: str) -> float | None:
     return number
 
 
+def read_money(value: Any, path: str) -> float | None:
+    """An amount rounded to the cent, as the warehouse stores it, so the rules judge what is stored."""
+    number = read_amount(value, path)
+    return None if number is None else round(number, 2)
+
+
 def read_whole_number(value: Any, path: str) -> int | None:
     number = read_amount(value, path)
     if number is None:
@@ -139,8 +145,8 @@ def flatten_order(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str
             "product_title": read_text(raw.get("productTitle"), f"{path}.productTitle"),
             "seller_id": read_text(raw.get("sellerId"), f"{path}.sellerId"),
             "quantity": read_whole_number(raw.get("quantity"), f"{path}.quantity"),
-            "unit_price": read_amount(raw.get("unitPrice"), f"{path}.unitPrice"),
-            "subtotal": read_amount(raw.get("subtotal"), f"{path}.subtotal"),
+            "unit_price": read_money(raw.get("unitPrice"), f"{path}.unitPrice"),
+            "subtotal": read_money(raw.get("subtotal"), f"{path}.subtotal"),
         })
     order = {
         "order_id": order_id,
@@ -148,7 +154,7 @@ def flatten_order(doc: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str
         "user_id": read_text(doc.get("userId"), "userId"),
         "order_status": read_text(doc.get("orderStatus"), "orderStatus"),
         "payment_status": read_text(doc.get("paymentStatus"), "paymentStatus"),
-        **{name: read_amount(doc.get(name), name) for name in ("subtotal", "tax", "shipping", "discount", "total")},
+        **{name: read_money(doc.get(name), name) for name in ("subtotal", "tax", "shipping", "discount", "total")},
         "created_at": created_at,
         "paid_at": read_timestamp(doc.get("paidAt"), "paidAt"),
         "item_count": len(items),

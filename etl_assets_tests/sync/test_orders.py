@@ -214,3 +214,14 @@ def test_the_fingerprint_counts_orders_and_finds_the_newest(stores) -> None:
     assert order_fingerprint(stores.order_db) == (0, None)
     stores.order_db.orders.insert_many([make_order(at(DAY, 1)), make_order(at(DAY, 5)), {"note": "no date"}])
     assert order_fingerprint(stores.order_db) == (3, at(DAY, 5))
+
+
+def test_amounts_are_judged_as_stored_in_cents():
+    order, _ = flatten_order({
+        "_id": ObjectId(), "userId": "u1", "orderStatus": "paid", "paymentStatus": "paid",
+        "createdAt": datetime(2025, 3, 10, tzinfo=UTC), "subtotal": 10.004, "tax": 0.004, "shipping": 0,
+        "discount": 0, "total": 10.008,
+        "orderItems": [{"productId": "p", "productTitle": "t", "quantity": 1, "unitPrice": 10.004,
+                        "subtotal": 10.004}],
+    })
+    assert (order["subtotal"], order["tax"], order["total"]) == (10.0, 0.0, 10.01)
