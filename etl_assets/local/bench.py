@@ -127,12 +127,11 @@ class Bench:
             pass
         return name
 
-    def context(self, product_db: str, products: int) -> bench_steps.StepContext:
+    def context(self, product_db: str) -> bench_steps.StepContext:
         socket_dir = self.stores.postgres.socket_dir
         return bench_steps.StepContext(
             mongo_uri=self.stores.mongo.uri,
             product_db=product_db,
-            products=products,
             cart_url=self.stores.postgres.url("cart"),
             warehouse_url=self.stores.postgres.url("warehouse"),
             bench_url=self.stores.postgres.url(BENCH_DATABASE),
@@ -149,7 +148,7 @@ class Bench:
 
     def measure(self, step: str, product_db: str, products: int) -> Measurement:
         """Run one step in its own process; its peak RSS and CPU come from that process's rusage."""
-        ctx = self.context(product_db, products)
+        ctx = self.context(product_db)
         self.checkpoint()
         (self.root / "steps").mkdir(exist_ok=True)
         # Kept so a step can be rerun (or profiled) by hand while the stores are up: see docs/benchmark.md.

@@ -53,7 +53,6 @@ class StepContext:
 
     mongo_uri: str
     product_db: str
-    products: int
     cart_url: str
     warehouse_url: str
     bench_url: str  # the bench database (SQLAlchemy URL): raw limit, Sling and old-service targets
