@@ -4,7 +4,7 @@ import dagster as dg
 
 from etl_assets.assets.common import STORE_RETRY, SyncConfig, report_metadata
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
-from etl_assets.sync.products import SOURCE, sync_products
+from etl_assets.sync.products import BATCH_SIZE, SOURCE, sync_products
 from etl_assets.sync.quarantine import open_rejections
 from etl_assets.sync.stores import apply_sql_file
 
@@ -24,6 +24,12 @@ PRODUCT_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("is_active", "boolean", description="false once the product left the source"),
     dg.TableColumn("synced_at", "timestamptz", description="last time the ETL wrote the row"),
 ])
+
+class ProductSyncConfig(SyncConfig):
+    """Run config of the product sync; larger batches amortise per-batch validation."""
+
+    batch_size: int = BATCH_SIZE
+
 
 @dg.observable_source_asset(
     key=["product_db", "products"],
@@ -51,7 +57,7 @@ def product_db_products(product_db: MongoStoreResource) -> dg.DataVersion:
 )
 def cart_db_product(
     context: dg.AssetExecutionContext,
-    config: SyncConfig,
+    config: ProductSyncConfig,
     product_db: MongoStoreResource,
     cart_db: PostgresStoreResource,
     warehouse: PostgresStoreResource,

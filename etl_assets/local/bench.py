@@ -31,6 +31,7 @@ from etl_assets.local import bench_data, bench_steps
 from etl_assets.local import bench_report as report
 from etl_assets.local.bench_report import Measurement
 from etl_assets.local.stores import LocalStores
+from etl_assets.sync.products import BATCH_SIZE
 
 DEFAULT_PRODUCTS = 200_000
 QUICK_PRODUCTS = 20_000
@@ -242,7 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="catalog sizes of the extra full syncs (cold, then warm) for the memory targets "
                              f"(default {','.join(map(str, MEMORY_SIZES))}; none with --quick)")
     parser.add_argument("--old-service-products", type=int, default=OLD_SERVICE_PRODUCTS)
-    parser.add_argument("--batch-size", type=int, default=5000, help="the product sync's batch size")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the product sync's batch size")
     parser.add_argument("--root", type=Path, default=Path(".local/bench"), help="where the bench stores live")
     parser.add_argument("--output", type=Path, default=Path("bench-results/latest.json"))
     parser.add_argument("--keep-stores", action="store_true",

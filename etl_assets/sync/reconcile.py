@@ -372,7 +372,7 @@ def _compare_batch(cursor: Any, result: ProductReconciliation, valid: pl.DataFra
 
 
 def reconcile_products(product_db: Database, cart_db: Engine, warehouse: Engine, *,
-                       batch_size: int = BATCH_SIZE) -> ProductReconciliation:
+                       batch_size: int = product_sync.BATCH_SIZE) -> ProductReconciliation:
     """Scan the catalog like a full product sync does, flatten, validate and hash each batch with the
     sync's own transform, and compare it with the copy in one statement per batch.
 
