@@ -21,8 +21,7 @@ from pymongo import ASCENDING, UpdateMany
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
-from etl_assets.local.demo_data import object_id
-from etl_assets.schemas.products import CATEGORIES
+from etl_assets.local.demo_data import catalog_product, object_id
 from etl_assets.sync.products import SOURCE as PRODUCT_SOURCE
 from etl_assets.sync.products import SYNC_NAME
 
@@ -34,8 +33,6 @@ INVALID_EVERY = 10_000
 CHANGED_EVERY = 100  # the incremental step changes every 100th product: 1%
 CARTS_PER_PRODUCT = 0.25
 META = "bench_meta"
-_BRANDS = ("Acme", "Nordlys", "Kestrel", "Umbra", "Pavo", "Lumen", "Tessera", "Orbit", "Vale", "Quill")
-_TAGS = ("new", "sale", "bestseller", "eco", "gift", "limited", "refurbished", "bundle", "premium")
 _CART_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://shop-sync.example/bench/cart")
 
 
@@ -48,30 +45,10 @@ def bench_product_id(index: int) -> ObjectId:
 
 
 def bench_product(rng: random.Random, index: int, now: datetime) -> dict[str, Any]:
-    """A catalog document shaped like the product service's: seller ids as ObjectIds or (older) strings,
-    and 5% legacy documents without timestamps."""
-    oid = bench_product_id(index)
-    category = rng.choice(CATEGORIES)
-    title = f"{rng.choice(_BRANDS)} {category} {rng.randint(1, 9999)}"
-    seller = object_id(b"SELL", rng.randrange(500))
-    doc: dict[str, Any] = {
-        "_id": oid,
-        "title": title,
-        "image": f"https://images.shop.example/products/{oid}.jpg",
-        "price": -1.0 if index % INVALID_EVERY == INVALID_EVERY - 1 else round(rng.uniform(2, 1500), 2),
-        "sellerId": str(seller) if rng.random() < 0.2 else seller,
-        "category": category,
-        "description": f"{title}: {rng.choice(('durable', 'light', 'classic', 'compact'))} and "
-        f"{rng.choice(('affordable', 'stylish', 'reliable', 'popular'))}.",
-        "rating": round(rng.uniform(0, 5), 1),
-        "quantity": rng.randint(0, 250),
-        "tags": rng.sample(_TAGS, rng.randint(0, 3)),
-    }
-    if rng.random() >= 0.05:
-        created = now - timedelta(days=rng.uniform(30, 400), milliseconds=rng.randrange(86_400_000))
-        updated = created + (now - created) * rng.random()
-        doc["createdAt"] = created.replace(microsecond=created.microsecond // 1000 * 1000)
-        doc["updatedAt"] = updated.replace(microsecond=updated.microsecond // 1000 * 1000)
+    """A demo-shaped catalog document; one in INVALID_EVERY has a negative price, so quarantine runs."""
+    doc = catalog_product(rng, bench_product_id(index), now)
+    if index % INVALID_EVERY == INVALID_EVERY - 1:
+        doc["price"] = -1.0
     return doc
 
 

@@ -173,7 +173,8 @@ def build_demo_data(
     )
 
 
-def _product(rng: random.Random, oid: ObjectId, now: datetime) -> dict[str, Any]:
+def catalog_product(rng: random.Random, oid: ObjectId, now: datetime) -> dict[str, Any]:
+    """A valid catalog document shaped like the product service's, legacy variants included."""
     category = rng.choice(CATEGORIES)
     title = f"{rng.choice(_BRANDS)} {rng.choice(_NOUNS[category])} {rng.randint(1, 99)}"
     seller = object_id(b"SELL", rng.randrange(SELLER_COUNT))
@@ -206,13 +207,13 @@ def _product(rng: random.Random, oid: ObjectId, now: datetime) -> dict[str, Any]
 
 
 def _products(rng: random.Random, count: int, now: datetime) -> list[dict[str, Any]]:
-    return [_product(rng, product_id(i), now) for i in range(count)]
+    return [catalog_product(rng, product_id(i), now) for i in range(count)]
 
 
 def _bad_products(rng: random.Random, now: datetime) -> list[dict[str, Any]]:
     docs = []
     for k, n, defect in _enumerate_bad(_BAD_PRODUCT_DEFECTS):
-        doc = _product(rng, _bad_product_id(k), now)
+        doc = catalog_product(rng, _bad_product_id(k), now)
         _BAD_PRODUCT_DEFECTS[defect](doc, n)
         docs.append(doc)
     return docs
