@@ -45,12 +45,7 @@ stores: venv
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME_DIR)
-	@if [ -f $(DAGSTER_LOCAL_TEMPLATE) ]; then \
-	  cp $(DAGSTER_LOCAL_TEMPLATE) $(DAGSTER_HOME_DIR)/dagster.yaml; \
-	elif [ ! -f $(DAGSTER_HOME_DIR)/dagster.yaml ]; then \
-	  printf '# Local instance: default SQLite storage under DAGSTER_HOME.\ntelemetry:\n  enabled: false\n' \
-	    > $(DAGSTER_HOME_DIR)/dagster.yaml; \
-	fi
+	@cp $(DAGSTER_LOCAL_TEMPLATE) $(DAGSTER_HOME_DIR)/dagster.yaml
 
 demo: stores dagster-home
 	$(WITH_ENV) $(BIN)/python -m etl_assets.local.demo --root $(LOCAL)
