@@ -36,7 +36,7 @@ from etl_assets.schemas.products import CartDbProduct
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync import carts as cart_sync
 from etl_assets.sync import products as product_sync
-from etl_assets.sync.stores import StoreUnavailableError, _first_line
+from etl_assets.sync.stores import unavailable
 from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.validate import split_valid
 
@@ -713,7 +713,7 @@ def ping_mongo(db: Database, store: str) -> StoreHealth:
     try:
         version = db.command("buildInfo")["version"]
     except PyMongoError as err:
-        raise StoreUnavailableError(store, _first_line(err)) from None
+        raise unavailable(store, err) from None
     return StoreHealth(store, round((time.monotonic() - started) * 1000, 1), version)
 
 
@@ -724,5 +724,5 @@ def ping_postgres(engine: Engine, store: str) -> StoreHealth:
         with engine.connect() as conn:
             version = conn.execute(sa.text("SHOW server_version")).scalar_one()
     except SQLAlchemyError as err:
-        raise StoreUnavailableError(store, _first_line(getattr(err, "orig", None) or err)) from None
+        raise unavailable(store, err) from None
     return StoreHealth(store, round((time.monotonic() - started) * 1000, 1), version)

@@ -21,9 +21,12 @@ class StoreUnavailableError(RuntimeError):
         self.reason = reason
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return text[:300]
+def unavailable(store: str, err: Exception) -> StoreUnavailableError:
+    """The error for a store a driver could not reach: the first line of the driver's own message
+    (SQLAlchemy's wrapped original where there is one), which names hosts but never credentials."""
+    cause = getattr(err, "orig", None) or err
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    return StoreUnavailableError(store, text[:300])
 
 
 def redacted_url(url: str) -> str:
@@ -49,7 +52,7 @@ def mongo_client(uri: str, *, store: str, timeout_s: float) -> pymongo.MongoClie
         client.admin.command("ping")
     except PyMongoError as err:
         client.close()
-        raise StoreUnavailableError(store, _first_line(err)) from None
+        raise unavailable(store, err) from None
     return client
 
 
@@ -70,7 +73,7 @@ def postgres_engine(url: str, *, store: str, timeout_s: float, statement_timeout
             conn.execute(sa.text("SELECT 1"))
     except SQLAlchemyError as err:
         engine.dispose()
-        raise StoreUnavailableError(store, _first_line(getattr(err, "orig", None) or err)) from None
+        raise unavailable(store, err) from None
     return engine
 
 

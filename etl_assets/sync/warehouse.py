@@ -16,7 +16,7 @@ their outputs are sums, so the loaders stream the day in batches and add the par
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -146,32 +146,30 @@ _DAY_ITEMS = sa.text("""
 """)
 
 
-def load_daily_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
-    """Replace the day's `daily_sales` row (a row of zeros for a day without orders)."""
+def _load_sales(warehouse: Engine, day: date, table: str, summarise: Callable[[date, pl.DataFrame], pl.DataFrame],
+                model: type, group_keys: list[str], sort_keys: list[str], batch_size: int) -> DayLoad:
+    """Summarise the day's order items batch by batch, add the partial sums and replace the day in `table`."""
     started = time.monotonic()
     read = 0
     with warehouse.begin() as conn:
-        partials = [daily_sales(day, SALES_ITEM_SCHEMA.to_frame())]
+        partials = [summarise(day, SALES_ITEM_SCHEMA.to_frame())]
         for items in _stream_frames(conn, _DAY_ITEMS, {"day": day}, SALES_ITEM_SCHEMA, batch_size):
-            partials.append(daily_sales(day, items))
+            partials.append(summarise(day, items))
             read += items.height
-        rows = _finish(DailySalesTable, sum_partials(partials, ["day"]), ["day"])
-        replaced = _replace_day(conn, "daily_sales", day, rows)
-    return DayLoad("daily_sales", day, rows, read, replaced, duration_s=round(time.monotonic() - started, 3))
+        rows = _finish(model, sum_partials(partials, group_keys), sort_keys)
+        replaced = _replace_day(conn, table, day, rows)
+    return DayLoad(table, day, rows, read, replaced, duration_s=round(time.monotonic() - started, 3))
+
+
+def load_daily_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
+    """Replace the day's `daily_sales` row (a row of zeros for a day without orders)."""
+    return _load_sales(warehouse, day, "daily_sales", daily_sales, DailySalesTable, ["day"], ["day"], batch_size)
 
 
 def load_product_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
     """Replace the day's `product_sales` rows, one per product sold."""
-    started = time.monotonic()
-    read = 0
-    with warehouse.begin() as conn:
-        partials = [product_sales(day, SALES_ITEM_SCHEMA.to_frame())]
-        for items in _stream_frames(conn, _DAY_ITEMS, {"day": day}, SALES_ITEM_SCHEMA, batch_size):
-            partials.append(product_sales(day, items))
-            read += items.height
-        rows = _finish(ProductSalesTable, sum_partials(partials, ["day", "product_id"]), ["product_id"])
-        replaced = _replace_day(conn, "product_sales", day, rows)
-    return DayLoad("product_sales", day, rows, read, replaced, duration_s=round(time.monotonic() - started, 3))
+    return _load_sales(warehouse, day, "product_sales", product_sales, ProductSalesTable, ["day", "product_id"],
+                       ["product_id"], batch_size)
 
 
 # The latest order of each (user, product) pair of a batch of carts, before the end of the day.
