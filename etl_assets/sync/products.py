@@ -33,7 +33,7 @@ from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
 from etl_assets.sync.streams import batched, read_ahead
-from etl_assets.sync.validate import split_valid
+from etl_assets.sync.validate import short_repr, split_valid
 
 SOURCE = "product_db.products"
 SYNC_NAME = "product_sync"
@@ -53,6 +53,7 @@ BATCH_SIZE = 10_000
 _TAGS_JSON = json.JSONEncoder(ensure_ascii=False).encode
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 RECORD_ID_CHARS = 80
+REASON_VALUE_CHARS = 60  # how much of a bad value a reason quotes
 
 
 class InvalidProduct(ValueError):
@@ -66,7 +67,7 @@ def _number(doc: dict, field: str, default: float | None) -> float:
     if value is None:
         raise InvalidProduct(f"{field}: required field missing")
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal128):
-        raise InvalidProduct(f"{field}: expected a number, got {type(value).__name__} {_short(value)}")
+        raise InvalidProduct(f"{field}: expected a number, got {type(value).__name__} {short_repr(value, REASON_VALUE_CHARS)}")
     if isinstance(value, Decimal128):
         exact = value.to_decimal()
         if not exact.is_finite():
@@ -87,7 +88,7 @@ def _text(doc: dict, field: str, *, required: bool, default: str | None = None) 
             raise InvalidProduct(f"{field}: required field missing")
         return None
     if not isinstance(value, str):
-        raise InvalidProduct(f"{field}: expected a string, got {type(value).__name__} {_short(value)}")
+        raise InvalidProduct(f"{field}: expected a string, got {type(value).__name__} {short_repr(value, REASON_VALUE_CHARS)}")
     return value
 
 
@@ -96,7 +97,7 @@ def _quantity(doc: dict) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidProduct(f"quantity: expected an integer, got {type(value).__name__} {_short(value)}")
+        raise InvalidProduct(f"quantity: expected an integer, got {type(value).__name__} {short_repr(value, REASON_VALUE_CHARS)}")
     if not INT64_MIN <= value <= INT64_MAX:  # a whole float such as 1e20 would overflow the frame's Int64
         raise InvalidProduct(f"quantity: out of range ({value})")
     return value
@@ -114,9 +115,9 @@ def _seller_id(doc: dict) -> str | None:
 def _tags(doc: dict) -> list[str]:
     value = doc.get("tags", [])
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-        raise InvalidProduct(f"tags: expected a list of strings, got {_short(value)}")
+        raise InvalidProduct(f"tags: expected a list of strings, got {short_repr(value, REASON_VALUE_CHARS)}")
     if any("\0" in tag for tag in value):  # jsonb refuses \u0000, which would fail the whole COPY
-        raise InvalidProduct(f"tags: NUL character in {_short(value)}")
+        raise InvalidProduct(f"tags: NUL character in {short_repr(value, REASON_VALUE_CHARS)}")
     return value
 
 
@@ -125,13 +126,8 @@ def _updated_at(doc: dict) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, datetime):
-        raise InvalidProduct(f"updatedAt: expected a date, got {type(value).__name__} {_short(value)}")
+        raise InvalidProduct(f"updatedAt: expected a date, got {type(value).__name__} {short_repr(value, REASON_VALUE_CHARS)}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
 
 
 def record_id(doc: dict) -> str:
@@ -144,7 +140,7 @@ def record_id(doc: dict) -> str:
         return f"{type(_id).__name__}:{text}"
     # A shortened id alone could name two documents; the digest of the whole id keeps them apart.
     digest = hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
-    return f"{type(_id).__name__}:{_short(_id, RECORD_ID_CHARS)} md5:{digest}"
+    return f"{type(_id).__name__}:{short_repr(_id, RECORD_ID_CHARS)} md5:{digest}"
 
 
 def flatten_product(doc: dict) -> dict[str, Any]:

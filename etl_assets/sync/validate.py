@@ -26,13 +26,14 @@ def split_valid(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pl
         raise ValueError(f"batch failed {model.__name__} as a whole: {column_level.rows(named=True)[:5]}")
     reasons: dict[int, str] = {}
     for case in cases.sort("index").iter_rows(named=True):
-        text = f"{case['column']}: {case['check']} (value {_short(case['failure_case'])})"
+        text = f"{case['column']}: {case['check']} (value {short_repr(case['failure_case'])})"
         index = int(case["index"])
         reasons[index] = f"{reasons[index]}; {text}" if index in reasons else text
     valid = frame.with_row_index(ROW).filter(~pl.col(ROW).is_in(list(reasons))).drop(ROW)
     return valid, reasons
 
 
-def _short(value: object, limit: int = 80) -> str:
+def short_repr(value: object, limit: int = 80) -> str:
+    """A value as it reads in a reason, cut at `limit` characters with its full length noted."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
