@@ -36,6 +36,7 @@ from etl_assets.schemas.products import CartDbProduct
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync import carts as cart_sync
 from etl_assets.sync import products as product_sync
+from etl_assets.sync.product_transform import transform_batch
 from etl_assets.sync.stores import unavailable
 from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.validate import split_valid
@@ -387,9 +388,9 @@ def reconcile_products(product_db: Database, cart_db: Engine, warehouse: Engine,
     with cart_db.begin() as conn, conn.connection.dbapi_connection.cursor() as cursor, \
             ThreadPoolExecutor(1, "product-compare") as comparer:
         cursor.execute(_STAGE)
-        for docs in read_ahead(product_sync.iter_full(product_db["products"], batch_size)):
-            batch = product_sync.transform_batch(docs)
-            result.source_documents += len(docs)
+        for raw in read_ahead(product_sync.iter_full(product_db["products"], batch_size)):
+            batch = transform_batch(raw)
+            result.source_documents += batch.read
             result.source_rejected += len(batch.rejections)
             if compared:
                 compared.result()

@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import polars as pl
 import sqlalchemy as sa
 from bson import ObjectId
 from pymongo.database import Database
 
 from etl_assets.sync.carts import SOURCE as CART_SOURCE
 from etl_assets.sync.carts import build_snapshot
+from etl_assets.sync.product_transform import (
+    FRAME_SCHEMA,
+    InvalidProduct,
+    content_hashes,
+    flatten_product,
+    record_id,
+)
 from etl_assets.sync.products import SOURCE as PRODUCT_SOURCE
-from etl_assets.sync.products import InvalidProduct, content_hash, flatten_product, record_id
 
 INVALID_EVERY = 97  # every 97th product has a price the contract refuses, every 97th cart quantity 0
 STALE_EVERY = 10  # every 10th record starts the run with an outdated copy in the target
@@ -104,13 +111,20 @@ class CatalogTruth:
     invalid: set[str]
 
 
+def hashes_of(rows: list[dict[str, Any]]) -> list[str]:
+    """The sync's content hashes of rows in flatten_product's shape, computed in one frame."""
+    return content_hashes(pl.DataFrame(rows, schema=FRAME_SCHEMA, orient="row")).to_list()
+
+
 def catalog_truth(product_db: Database) -> CatalogTruth:
     truth = CatalogTruth({}, set())
+    valid = []
     for doc in product_db["products"].find({}):
         try:
-            truth.hashes[str(doc["_id"])] = content_hash(flatten_product(doc))
+            valid.append(flatten_product(doc))
         except InvalidProduct:
             truth.invalid.add(record_id(doc))
+    truth.hashes.update(zip((row["id"] for row in valid), hashes_of(valid), strict=True))
     return truth
 
 
@@ -120,6 +134,9 @@ def product_problems(truth: CatalogTruth, cart_db: sa.Engine, warehouse: sa.Engi
                                     "FROM product")).all()
     problems = []
     copy = {row.id: row for row in rows}
+    synced = [row for row in rows if row.is_active and row.id in truth.hashes]
+    recomputed = dict(zip((row.id for row in synced), hashes_of([stored_content(row) for row in synced]),
+                          strict=True))
     if len(copy) != len(rows):
         problems.append(f"{len(rows) - len(copy)} duplicate ids in the copy")
     for product_id, source_hash in truth.hashes.items():
@@ -128,7 +145,7 @@ def product_problems(truth: CatalogTruth, cart_db: sa.Engine, warehouse: sa.Engi
             problems.append(f"product {product_id} missing from the copy")
         elif not row.is_active:
             problems.append(f"product {product_id} inactive")
-        elif not row.content_hash == source_hash == content_hash(stored_content(row)):
+        elif not row.content_hash == source_hash == recomputed[product_id]:
             problems.append(f"product {product_id}: stored hash {row.content_hash}, source's {source_hash}")
     problems += [f"product {row.id} active but not valid in the source"
                  for row in rows if row.is_active and row.id not in truth.hashes]

@@ -8,8 +8,9 @@ import sqlalchemy as sa
 
 from etl_assets.sync.carts import SOURCE as CART_SOURCE
 from etl_assets.sync.carts import build_snapshot, sync_carts
+from etl_assets.sync.product_transform import content_hash, flatten_product, record_id
 from etl_assets.sync.products import SOURCE as PRODUCT_SOURCE
-from etl_assets.sync.products import content_hash, flatten_product, record_id, sync_products
+from etl_assets.sync.products import sync_products
 from etl_assets_tests.safety.bad_input_corpus import (
     CART_KINDS,
     INJECTION,

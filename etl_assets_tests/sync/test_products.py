@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import bson
 import pytest
 import sqlalchemy as sa
 from bson import Decimal128, ObjectId
 
-from etl_assets.sync.products import (
-    InvalidProduct,
-    content_hash,
-    flatten_product,
-    sync_products,
-    transform_batch,
-)
+from etl_assets.sync.product_transform import InvalidProduct, content_hash, flatten_product, transform_batch
+from etl_assets.sync.products import sync_products
 
 
 def product(n: int, **fields) -> dict:
@@ -71,7 +67,8 @@ def test_hash_ignores_timestamps_but_not_content():
 
 
 def test_transform_splits_schema_failures_with_reasons():
-    batch = transform_batch([product(1), product(2, price=-5), product(3, category="toys"), {"_id": "x"}])
+    docs = [product(1), product(2, price=-5), product(3, category="toys"), {"_id": "x"}]
+    batch = transform_batch(b"".join(bson.encode(doc) for doc in docs))
     assert batch.valid["id"].to_list() == [f"{1:024x}"]
     reasons = {r.record_id: r.reason for r in batch.rejections}
     assert "price: greater_than_or_equal_to(0)" in reasons[f"{2:024x}"]
