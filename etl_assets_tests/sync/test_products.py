@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from bson import Decimal128, ObjectId
 
 from etl_assets.sync.product_transform import InvalidProduct, content_hash, flatten_product, transform_batch
-from etl_assets.sync.products import sync_products
+from etl_assets.sync.products import BatchResult, ProductLoader, sync_products
 
 
 def product(n: int, **fields) -> dict:
@@ -86,6 +86,34 @@ def test_full_sync_into_empty_target_then_nothing_changes(stores):
     second = run(stores, mode="full", batch_size=7)
     assert (second.inserted, second.updated, second.deactivated, second.unchanged) == (0, 0, 0, 25)
     assert copy_rows(stores) == before  # not even synced_at moved
+
+
+def test_first_load_inserts_plainly_and_upserts_once_a_row_appears_meanwhile(stores):
+    raw = b"".join(bson.encode(product(n)) for n in (1, 2, 3))
+    frame = transform_batch(raw).valid
+    with ProductLoader(stores.cart_engine, dry_run=False) as loader:
+        assert loader.plain_inserts  # the copy is empty
+        assert loader.load(frame.head(1), remember_seen=True) == BatchResult(inserted=1, updated=0)
+        assert loader.plain_inserts
+        with stores.cart_engine.begin() as conn:  # another writer got product 2 in first
+            conn.execute(sa.text("INSERT INTO product (id, title, price, image, content_hash, is_active, synced_at) "
+                                 "VALUES (:id, 'meanwhile', 1, 'img', repeat('0', 32), true, now())"),
+                         {"id": f"{2:024x}"})
+        assert loader.load(frame, remember_seen=True) == BatchResult(inserted=1, updated=1)
+        assert not loader.plain_inserts
+        assert loader.deactivate_unseen() == 0
+    rows = copy_rows(stores)
+    assert sorted(rows) == [f"{n:024x}" for n in (1, 2, 3)]
+    assert rows[f"{2:024x}"]["title"] == "Product 2"
+
+
+def test_a_copy_with_rows_is_always_upserted(stores):
+    stores.product_db.products.insert_many([product(1)])
+    run(stores, mode="full")
+    with ProductLoader(stores.cart_engine, dry_run=False) as loader:
+        assert not loader.plain_inserts
+    with ProductLoader(stores.cart_engine, dry_run=True) as loader:
+        assert not loader.plain_inserts
 
 
 def test_full_sync_fixes_price_drift_and_reactivates(stores):
