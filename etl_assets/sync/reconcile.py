@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -323,12 +324,12 @@ class ProductReconciliation(Finding):
         }
 
 
-# Session-private and gone at commit: each batch as staged by COPY, and the ids of the valid catalog
-# products seen so far.
+# Session-private: each batch as staged by COPY (emptied at each commit), and the ids of the valid
+# catalog products seen so far (unindexed: appending is cheap, and the anti-join at the end hashes them).
 _STAGE = """
     CREATE TEMP TABLE catalog_batch (id text, content_hash text, price numeric, title text, quantity integer,
-                                     image text) ON COMMIT DROP;
-    CREATE TEMP TABLE catalog_seen (id text PRIMARY KEY) ON COMMIT DROP
+                                     image text) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE catalog_seen (id text)
 """
 _STAGED_COLUMNS = ("id", "content_hash", *DRIFT_FIELDS)
 _COPY_BATCH = f"COPY catalog_batch ({', '.join(_STAGED_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
@@ -348,6 +349,7 @@ _COMPARE_BATCH = """
     WHERE p.id IS NULL OR NOT p.is_active OR p.content_hash <> c.content_hash
        OR p.price <> c.price OR p.title <> c.title OR p.quantity <> c.quantity OR p.image <> c.image
 """
+_ANALYZE_SEEN = "ANALYZE catalog_seen"  # temp tables get no autovacuum: give the planner the row count
 _UNSEEN_ACTIVE = "FROM product p WHERE p.is_active AND NOT EXISTS (SELECT 1 FROM catalog_seen s WHERE s.id = p.id)"
 _COUNT_COPY = f"""
     SELECT (SELECT count(*) FROM product WHERE is_active), (SELECT count(*) {_UNSEEN_ACTIVE})
@@ -355,16 +357,18 @@ _COUNT_COPY = f"""
 _SAMPLE_EXTRA = f"SELECT p.id {_UNSEEN_ACTIVE} ORDER BY p.id LIMIT %s"  # noqa: S608 - constant
 
 
-def _compare_batch(cursor: Any, result: ProductReconciliation, valid: pl.DataFrame) -> None:
+def _compare_batch(session: Any, result: ProductReconciliation, valid: pl.DataFrame) -> None:
     """COPY the batch's compared columns (as CSV written by polars, off the GIL), then compare it."""
     staged = io.BytesIO()
     valid.select(_STAGED_COLUMNS).write_csv(staged, include_header=False, quote_style="non_numeric",
                                             float_precision=2)
     staged.seek(0)
-    cursor.execute("TRUNCATE catalog_batch")
-    cursor.copy_expert(_COPY_BATCH, staged)
-    cursor.execute(_COMPARE_BATCH)
-    for record_id, missing, *differs in cursor.fetchall():
+    with session.cursor() as cursor:
+        cursor.copy_expert(_COPY_BATCH, staged)
+        cursor.execute(_COMPARE_BATCH)
+        rows = cursor.fetchall()
+    session.commit()
+    for record_id, missing, *differs in rows:
         if missing:
             result.missing.add([record_id])
         else:
@@ -380,27 +384,33 @@ def reconcile_products(product_db: Database, cart_db: Engine, warehouse: Engine,
     As in the sync, three stages overlap: the source streams the next batch (read_ahead), this thread
     transforms, and one thread stages the previous batch with COPY and compares it with the copy. The
     server keeps the ids seen, so the active copy rows never seen are counted and sampled there at the
-    end, and no id set is held in memory. Everything runs in one read transaction of the cart database;
-    its temporary tables are dropped when it ends.
+    end, and no id set is held in memory. It runs in a session of its own, whose temporary tables end
+    with it; it writes nothing else.
     """
     result = ProductReconciliation(quarantined_open=quarantine_status(warehouse, product_sync.SOURCE, None).open)
     compared: Future | None = None
-    with cart_db.begin() as conn, conn.connection.dbapi_connection.cursor() as cursor, \
-            ThreadPoolExecutor(1, "product-compare") as comparer:
-        cursor.execute(_STAGE)
+    session = cart_db.raw_connection()
+    session.detach()  # the temp tables must not outlive the check in a pooled connection
+    with closing(session), ThreadPoolExecutor(1, "product-compare") as comparer:
+        with session.cursor() as cursor:
+            cursor.execute(_STAGE)
+        session.commit()
         for raw in read_ahead(product_sync.iter_full(product_db["products"], batch_size)):
             batch = transform_batch(raw)
             result.source_documents += batch.read
             result.source_rejected += len(batch.rejections)
             if compared:
                 compared.result()
-            compared = comparer.submit(_compare_batch, cursor, result, batch.valid)
+            compared = comparer.submit(_compare_batch, session, result, batch.valid)
         if compared:
             compared.result()
-        cursor.execute(_COUNT_COPY)
-        result.active_copy_rows, extra = cursor.fetchone()
-        cursor.execute(_SAMPLE_EXTRA, (SAMPLE_SIZE,))
-        result.extra = Sample(extra, [row[0] for row in cursor.fetchall()])
+        with session.cursor() as cursor:
+            cursor.execute(_ANALYZE_SEEN)
+            cursor.execute(_COUNT_COPY)
+            result.active_copy_rows, extra = cursor.fetchone()
+            cursor.execute(_SAMPLE_EXTRA, (SAMPLE_SIZE,))
+            result.extra = Sample(extra, [row[0] for row in cursor.fetchall()])
+        session.commit()
     return result
 
 
