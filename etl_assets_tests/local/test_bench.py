@@ -130,7 +130,8 @@ def test_generated_products_are_deterministic():
 
 def test_quick_flag_sets_a_small_run():
     quick = bench.parse_args(["--quick"])
-    assert (quick.products, quick.memory_sizes) == (bench.QUICK_PRODUCTS, [])
+    assert (quick.products, quick.memory_sizes, quick.repeats) == (bench.QUICK_PRODUCTS, [], 1)
     default = bench.parse_args([])
-    assert (default.products, default.memory_sizes) == (bench.DEFAULT_PRODUCTS, list(bench.MEMORY_SIZES))
+    assert (default.products, default.memory_sizes, default.repeats) == (
+        bench.DEFAULT_PRODUCTS, list(bench.MEMORY_SIZES), bench.REPEATS)
     assert bench.parse_args(["--products", "1_000_000", "--memory-sizes", ""]).memory_sizes == []
