@@ -37,8 +37,8 @@ DEFAULT_PRODUCTS = 200_000
 QUICK_PRODUCTS = 20_000
 OLD_SERVICE_PRODUCTS = 20_000
 MEMORY_SIZES = (100_000, 1_000_000)
-# The main steps run this many times each and the median run counts: on a shared VM one run of a step
-# can be 15-25% off the next, enough to flip a ratio target either way.
+# The main steps run in this many rounds and each step's median run counts: on a shared VM one run of
+# a step can be 15-25% off the next, enough to flip a ratio target either way.
 REPEATS = 3
 BENCH_DATABASE = "bench"
 # Above this share of the machine's CPU going to other processes during a step, its timing is noisy.
@@ -201,46 +201,60 @@ class Bench:
 
     def run(self, products: int, old_service_products: int, memory_sizes: list[int],
             repeats: int) -> list[Measurement]:
-        measurements: list[Measurement] = []
-
-        def step(name: str, product_db: str, count: int, prepare: Callable[[], object] | None = None,
-                 times: int = 1) -> None:
-            """Measure a step `times` times (prepared afresh each time) and keep its median run."""
+        def step(name: str, product_db: str, count: int,
+                 prepare: Callable[[], object] | None = None) -> Measurement | None:
             log(f"{report.LABELS[name]} ({count:,} products)")
-            runs = []
-            for _ in range(times):
-                if prepare:
-                    prepare()
-                try:
-                    runs.append(self.measure(name, product_db, count))
-                except StepFailed as err:  # the other steps still tell something; its targets become SKIP
-                    log(f"  {err}")
-                    self.failures.append(str(err))
-                    return
-            median = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
-            if times > 1:
-                median.details = {**median.details, "runs_s": [round(m.seconds, 2) for m in runs]}
-            measurements.append(median)
+            if prepare:
+                prepare()
+            try:
+                return self.measure(name, product_db, count)
+            except StepFailed as err:  # the other steps still tell something; its targets become SKIP
+                log(f"  {err}")
+                self.failures.append(str(err))
+                return None
 
         log(f"products: {products:,}")
         main_db = self.products(products)
-        step(report.RAW, main_db, products, lambda: self.truncate(bench_steps.RAW_TABLE), repeats)
-        step(report.FULL_COLD, main_db, products, self.reset_product_copy, repeats)
-        log(f"  loaded {bench_data.load_carts(self.cart_db, products):,} carts")
-        step(report.FULL_WARM, main_db, products, self.vacuum_product_copy, repeats)
-        step(report.INCREMENTAL, main_db, products,
-             lambda: log(f"  changed {bench_data.change_one_percent(self.mongo[main_db], products):,} products"),
-             repeats)
-        step(report.SLING, main_db, products, times=repeats)
-        step(report.RECONCILE, main_db, products, times=repeats)
+
+        def prepare_warm() -> None:
+            log(f"  loaded {bench_data.load_carts(self.cart_db, products):,} carts")
+            self.vacuum_product_copy()
+
+        # Whole rounds, not one step three times in a row: the machine drifts over minutes, and the
+        # steps a ratio compares should meet the same machine.
+        main_steps: list[tuple[str, Callable[[], object] | None]] = [
+            (report.RAW, lambda: self.truncate(bench_steps.RAW_TABLE)),
+            (report.FULL_COLD, self.reset_product_copy),
+            (report.FULL_WARM, prepare_warm),
+            (report.INCREMENTAL,
+             lambda: log(f"  changed {bench_data.change_one_percent(self.mongo[main_db], products):,} products")),
+            (report.SLING, None),
+            (report.RECONCILE, None),
+        ]
+        runs: dict[str, list[Measurement]] = {name: [] for name, _ in main_steps}
+        for number in range(1, repeats + 1):
+            log(f"round {number} of {repeats}")
+            for name, prepare in main_steps:
+                if len(runs[name]) == number - 1 and (measured := step(name, main_db, products, prepare)):
+                    runs[name].append(measured)
+        measurements = [median_run(measured) for measured in runs.values() if measured]
         old_db = self.products(old_service_products)
-        step(report.OLD_SERVICE, old_db, old_service_products, lambda: self.truncate(bench_steps.LEGACY_TABLE))
+        extra = [step(report.OLD_SERVICE, old_db, old_service_products,
+                      lambda: self.truncate(bench_steps.LEGACY_TABLE))]
         for size in memory_sizes:
             if size != products:
                 size_db = self.products(size)
-                step(report.MEMORY_SCALE, size_db, size, self.reset_product_copy)
-                step(report.MEMORY_SCALE_WARM, size_db, size)
-        return measurements
+                extra += [step(report.MEMORY_SCALE, size_db, size, self.reset_product_copy),
+                          step(report.MEMORY_SCALE_WARM, size_db, size)]
+        return measurements + [m for m in extra if m]
+
+
+def median_run(runs: list[Measurement]) -> Measurement:
+    """The run with the median time; with several, every run's time goes into its details."""
+    median = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+    if len(runs) > 1:
+        median.details = {**median.details, "runs_s": [round(m.seconds, 2) for m in runs]}
+    return median
 
 
 def _sizes(text: str) -> list[int]:
@@ -257,7 +271,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="catalog sizes of the extra full syncs (cold, then warm) for the memory targets "
                              f"(default {','.join(map(str, MEMORY_SIZES))}; none with --quick)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help=f"runs of each main step, the median kept (default {REPEATS}; 1 with --quick)")
+                        help=f"rounds of the main steps, each step's median run kept (default {REPEATS}; 1 with --quick)")
     parser.add_argument("--old-service-products", type=int, default=OLD_SERVICE_PRODUCTS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the product sync's batch size")
     parser.add_argument("--root", type=Path, default=Path(".local/bench"), help="where the bench stores live")
@@ -321,8 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n### Product sync benchmark: {args.products:,} products, {os.cpu_count()} CPUs, "
           f"{started_at:%Y-%m-%d %H:%M} UTC\n")
     if args.repeats > 1:
-        print(f"Every step at {args.products:,} products but the old service ran {args.repeats} times; the table "
-              "shows its median run (each run's time is in the JSON, `runs_s`).\n")
+        print(f"The steps at {args.products:,} products but the old service ran in {args.repeats} rounds; the "
+              "table shows each step's median run (every run's time is in the JSON, `runs_s`).\n")
     print(report.markdown_table(measurements))
     print("\n" + report.targets_table(targets))
     if verdict := report.reconciliation_verdict(measurements):

@@ -135,3 +135,11 @@ def test_quick_flag_sets_a_small_run():
     assert (default.products, default.memory_sizes, default.repeats) == (
         bench.DEFAULT_PRODUCTS, list(bench.MEMORY_SIZES), bench.REPEATS)
     assert bench.parse_args(["--products", "1_000_000", "--memory-sizes", ""]).memory_sizes == []
+
+
+def test_median_run_keeps_the_middle_time_and_lists_every_run():
+    runs = [_measurement(report.FULL_COLD, seconds) for seconds in (9.8, 7.4, 8.3)]
+    median = bench.median_run(runs)
+    assert median.seconds == 8.3
+    assert median.details["runs_s"] == [9.8, 7.4, 8.3]
+    assert "runs_s" not in bench.median_run([_measurement(report.RAW, 5.0)]).details
