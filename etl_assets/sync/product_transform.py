@@ -166,6 +166,8 @@ _PROBE_SCHEMA = Schema({"sellerId": pa.string(), "price": pa.bool_(), "rating": 
 _REQUIRED_COLUMNS = ("_id", "title", "image", "price", "seller_id", "category", "description", "rating",
                      "quantity", "tags", "updatedAt")
 _ROW = "source_row"
+_FIELD_NAMES = [f"{name}\0".encode() for name in _DECODE_SCHEMA.typemap]
+_NO_ROWS = pl.DataFrame(schema={_ROW: pl.UInt32, **FRAME_SCHEMA, "empty_tags": pl.Boolean})
 EXACT_INT_LIMIT = 2.0**53  # every integer below this in magnitude survives the trip through float64
 _NEEDS_JSON_ESCAPE = r'[\x00-\x1f"\\]'
 _TAGS_KEY = b"tags\x00"
@@ -189,10 +191,15 @@ def _at_two_decimals(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String).str.contains(r"^-?[0-9]+(\.[0-9]{1,2})?$")
 
 
-def _columnar_rows(raw: bytes) -> tuple[pl.DataFrame, pl.Series]:
-    """(rows in FRAME_SCHEMA plus their source row, whether each tags column held a real array)"""
-    decoded = _decode(raw, _DECODE_SCHEMA).with_row_index(_ROW)
-    probe = _decode(raw, _PROBE_SCHEMA)
+def _columnar_rows(raw: bytes, documents: list[bytes]) -> pl.DataFrame:
+    """The documents the columnar path can take, as rows in FRAME_SCHEMA plus their source row and
+    whether their tags list is empty (to be confirmed an array). None at all if the batch's columns
+    do not line up with its documents."""
+    try:
+        decoded = _decode(raw, _DECODE_SCHEMA).with_row_index(_ROW)
+        probe = _decode(raw, _PROBE_SCHEMA)
+    except pa.ArrowInvalid:  # a column longer than the batch: some document repeats a field name
+        return _NO_ROWS
     tags, quantity = pl.col("tags"), pl.col("quantity")
     rows = decoded.with_columns(
         seller_id=pl.coalesce(pl.col("sellerId").bin.encode("hex"), probe["sellerId"]),
@@ -214,7 +221,13 @@ def _columnar_rows(raw: bytes) -> tuple[pl.DataFrame, pl.Series]:
         source_updated_at=pl.col("updatedAt").cast(FRAME_SCHEMA["source_updated_at"]),
         empty_tags=tags.list.len() == 0,
     )
-    return rows, decoded["updatedAt"]
+    # pymongoarrow places values by position. A document that repeats a field name (MongoDB does not
+    # support it, but raw BSON can hold it) pushes that column one row down, and a later document
+    # without the field pulls it back: the lengths agree, the values do not. Every row taken holds
+    # every field, so a row whose bytes lack one of the names betrays the shift.
+    names = pl.Series(documents, dtype=pl.Binary)
+    holds_every_name = pl.select(pl.all_horizontal(names.bin.contains(name) for name in _FIELD_NAMES)).to_series()
+    return rows if holds_every_name.gather(rows[_ROW]).all() else _NO_ROWS
 
 
 def _holds_tags_array(document: bytes) -> bool:
@@ -273,19 +286,22 @@ class TransformedBatch:
 
 def transform_batch(raw: bytes) -> TransformedBatch:
     """Flatten, coerce and validate a raw batch; every document ends up a row or a rejection."""
-    columnar, updated_at = _columnar_rows(raw)
     documents = split_documents(raw)
+    columnar = _columnar_rows(raw, documents)
     empty_tags = columnar.filter(pl.col("empty_tags"))[_ROW].to_list()
     not_arrays = {row for row in empty_tags if not _holds_tags_array(documents[row])}
     columnar = columnar.filter(~pl.col(_ROW).is_in(list(not_arrays))).drop("empty_tags")
 
     exact_rows: list[dict[str, Any]] = []
     rejections: list[Rejection] = []
+    latest: datetime | None = columnar["source_updated_at"].max()
     taken = set(columnar[_ROW].to_list())
     for row in range(len(documents)):
         if row in taken:
             continue
         doc = bson.decode(documents[row], codec_options=CODEC)
+        if isinstance(updated := doc.get("updatedAt"), datetime):
+            latest = updated if latest is None else max(latest, updated)
         try:
             exact_rows.append({_ROW: row, **flatten_product(doc)})
         except InvalidProduct as err:
@@ -298,6 +314,5 @@ def transform_batch(raw: bytes) -> TransformedBatch:
     for position, reason in reasons.items():
         doc = bson.decode(documents[source_rows[position]], codec_options=CODEC)
         rejections.append(Rejection(frame["id"][position], reason, doc))
-    latest = updated_at.max()
     return TransformedBatch(len(documents), len(taken), valid.with_columns(content_hashes(valid)), rejections,
-                            latest.replace(tzinfo=UTC) if latest is not None else None)
+                            latest)

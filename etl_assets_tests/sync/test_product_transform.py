@@ -5,6 +5,7 @@ value read as an empty list)."""
 from __future__ import annotations
 
 import hashlib
+import struct
 from datetime import UTC, datetime
 
 import bson
@@ -125,3 +126,23 @@ def test_content_hash_is_md5_of_the_documented_canonical_form():
     canonical = "\0".join(("Product 1", "1234.50", "https://img.example/1.png", "\1", "3", "book", "=d", "4.50",
                            '["x"]'))
     assert content_hash(row) == hashlib.md5(canonical.encode()).hexdigest()
+
+
+def with_repeated_field(doc: dict, field: str, value: float) -> bytes:
+    """The document's BSON with `field` appended a second time, as raw BSON can hold (MongoDB does not
+    support it, and pymongo reads the last value)."""
+    body = bson.encode(doc)[4:-1] + b"\x01" + field.encode() + b"\x00" + struct.pack("<d", value)
+    return struct.pack("<i", len(body) + 5) + body + b"\x00"
+
+
+@pytest.mark.parametrize("later_lacks_it", [True, False], ids=["shift hidden by a later gap", "column too long"])
+def test_a_repeated_field_name_never_shifts_values_onto_other_documents(later_lacks_it):
+    later = product(3, price=MISSING) if later_lacks_it else product(3)
+    raw = bson.encode(product(1)) + with_repeated_field(product(2), "price", 99.5) + bson.encode(later)
+    batch = transform_batch(raw)
+    decoded = [bson.decode(document, codec_options=CODEC) for document in split_documents(raw)]
+    expected_valid, expected_reasons = exact_transform(decoded)
+    assert batch.columnar == 0  # the whole batch took the exact path
+    assert batch.valid.sort("id").to_dicts() == expected_valid.sort("id").to_dicts()
+    assert {r.record_id: r.reason for r in batch.rejections} == expected_reasons
+    assert dict(batch.valid.select("id", "price").iter_rows())[f"{2:024x}"] == 99.5
