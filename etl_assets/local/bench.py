@@ -235,7 +235,9 @@ class Bench:
         for number in range(1, repeats + 1):
             log(f"round {number} of {repeats}")
             for name, prepare in main_steps:
-                if len(runs[name]) == number - 1 and (measured := step(name, main_db, products, prepare)):
+                if len(runs[name]) < number - 1:  # it failed in an earlier round: not run again
+                    continue
+                if measured := step(name, main_db, products, prepare):
                     runs[name].append(measured)
         measurements = [median_run(measured) for measured in runs.values() if measured]
         old_db = self.products(old_service_products)

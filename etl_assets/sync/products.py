@@ -3,9 +3,8 @@
 Streams the source in raw batches (full mode: one server cursor over the collection; incremental
 mode: one cursor over the (updatedAt, _id) index from the watermark), with the next batch read ahead
 while this one is transformed (product_transform) and loaded. Each document is flattened and
-validated; valid rows are
-bulk loaded (COPY into a session-private staging table, then INSERT … ON CONFLICT) and the rest are
-quarantined. Unchanged rows are not rewritten (content hash). After a complete full pass, active
+validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT … ON
+CONFLICT) and the rest are quarantined. Unchanged rows are not rewritten (content hash). After a complete full pass, active
 rows not seen valid are deactivated, never deleted. Each batch commits on its own and the watermark
 is saved only at the end, so a killed run is simply run again and converges.
 """

@@ -78,26 +78,29 @@ def split_valid(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pl
     if frame.is_empty():
         return frame, {}
     rules = model_rules(frame, model)
-    if rules is None:
-        return _split_by_validate(frame, model)
+    reasons = _reasons_by_validate(frame, model) if rules is None else _reasons_by_rules(frame, rules)
+    if not reasons:
+        return frame, {}
+    return frame.with_row_index(ROW).filter(~pl.col(ROW).is_in(list(reasons))).drop(ROW), reasons
+
+
+def _reasons_by_rules(frame: pl.DataFrame, rules: list[Rule]) -> dict[int, str]:
     verdicts = pl.concat([rule.verdict.select(pl.all().alias(str(n))) for n, rule in enumerate(rules)],
                          how="horizontal").collect()
     failing = verdicts.with_row_index(ROW).filter(~pl.all_horizontal(pl.exclude(ROW)))
-    if failing.is_empty():
-        return frame, {}
     reasons: dict[int, str] = {}
     for row in failing.iter_rows():
         position, passed = row[0], row[1:]
         reasons[position] = "; ".join(
             _reason(rule.column, rule.check, _as_text(frame[rule.column], position))
             for rule, ok in zip(rules, passed, strict=True) if not ok)
-    return frame.with_row_index(ROW).filter(~pl.col(ROW).is_in(list(reasons))).drop(ROW), reasons
+    return reasons
 
 
-def _split_by_validate(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> tuple[pl.DataFrame, dict[int, str]]:
+def _reasons_by_validate(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> dict[int, str]:
     try:
         model.validate(frame, lazy=True)
-        return frame, {}
+        return {}
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
     if cases["index"].null_count():
@@ -108,8 +111,7 @@ def _split_by_validate(frame: pl.DataFrame, model: type[pa.DataFrameModel]) -> t
         text = _reason(case["column"], case["check"], case["failure_case"])
         index = int(case["index"])
         reasons[index] = f"{reasons[index]}; {text}" if index in reasons else text
-    valid = frame.with_row_index(ROW).filter(~pl.col(ROW).is_in(list(reasons))).drop(ROW)
-    return valid, reasons
+    return reasons
 
 
 def _as_text(values: pl.Series, position: int) -> object:
