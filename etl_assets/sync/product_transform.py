@@ -162,6 +162,9 @@ _DECODE_SCHEMA = Schema({
     "quantity": pa.float64(), "tags": pa.list_(pa.string()), "updatedAt": pa.timestamp("ms"),
 })
 _PROBE_SCHEMA = Schema({"sellerId": pa.string(), "price": pa.bool_(), "rating": pa.bool_(), "quantity": pa.bool_()})
+# The probe needs only documents holding one of its fields with its type byte: a string sellerId or a
+# bool number. (Anywhere in the bytes, so a nested one brings a document in too; that only costs time.)
+_PROBE_MARKERS = [b"\x02sellerId\x00", b"\x08price\x00", b"\x08rating\x00", b"\x08quantity\x00"]
 # Present with their own type (a null may be a missing field with a default, or a wrong type).
 _REQUIRED_COLUMNS = ("_id", "title", "image", "price", "seller_id", "category", "description", "rating",
                      "quantity", "tags", "updatedAt")
@@ -195,15 +198,16 @@ def _columnar_rows(raw: bytes, documents: list[bytes]) -> pl.DataFrame:
     """The documents the columnar path can take, as rows in FRAME_SCHEMA plus their source row and
     whether their tags list is empty (to be confirmed an array). None at all if the batch's columns
     do not line up with its documents."""
+    documents_column = pl.Series(documents, dtype=pl.Binary)
     try:
         decoded = _decode(raw, _DECODE_SCHEMA).with_row_index(_ROW)
-        probe = _decode(raw, _PROBE_SCHEMA)
+        probe = _probe(documents, documents_column)
     except pa.ArrowInvalid:  # a column longer than the batch: some document repeats a field name
         return _NO_ROWS
     tags, quantity = pl.col("tags"), pl.col("quantity")
-    rows = decoded.with_columns(
-        seller_id=pl.coalesce(pl.col("sellerId").bin.encode("hex"), probe["sellerId"]),
-        probed_bool=pl.any_horizontal(probe[c].is_not_null() for c in ("price", "rating", "quantity")),
+    rows = decoded.join(probe, on=_ROW, how="left").with_columns(
+        seller_id=pl.coalesce(pl.col("sellerId").bin.encode("hex"), pl.col("probed_seller_id")),
+        probed_bool=pl.any_horizontal(pl.col(c).is_not_null() for c in ("price_bool", "rating_bool", "quantity_bool")),
     ).filter(
         pl.all_horizontal(pl.col(c).is_not_null() for c in _REQUIRED_COLUMNS),
         ~pl.col("probed_bool"),
@@ -225,9 +229,21 @@ def _columnar_rows(raw: bytes, documents: list[bytes]) -> pl.DataFrame:
     # support it, but raw BSON can hold it) pushes that column one row down, and a later document
     # without the field pulls it back: the lengths agree, the values do not. Every row taken holds
     # every field, so a row whose bytes lack one of the names betrays the shift.
-    names = pl.Series(documents, dtype=pl.Binary)
-    holds_every_name = pl.select(pl.all_horizontal(names.bin.contains(name) for name in _FIELD_NAMES)).to_series()
+    holds_every_name = pl.select(
+        pl.all_horizontal(documents_column.bin.contains(name) for name in _FIELD_NAMES)).to_series()
     return rows if holds_every_name.gather(rows[_ROW]).all() else _NO_ROWS
+
+
+def _probe(documents: list[bytes], documents_column: pl.Series) -> pl.DataFrame:
+    """The probe schema's values, by source row, for the documents that may hold one."""
+    candidates = pl.select(pl.any_horizontal(documents_column.bin.contains(marker) for marker in _PROBE_MARKERS)
+                           ).to_series().arg_true()
+    probed = _decode(b"".join(documents[row] for row in candidates), _PROBE_SCHEMA)
+    if probed.height != candidates.len():
+        raise pa.ArrowInvalid("probe columns longer than its documents: a repeated field name")
+    return probed.select(
+        candidates.alias(_ROW), probed_seller_id="sellerId", price_bool="price", rating_bool="rating",
+        quantity_bool="quantity")
 
 
 def _holds_tags_array(document: bytes) -> bool:

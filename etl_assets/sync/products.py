@@ -4,14 +4,16 @@ Streams the source in raw batches (full mode: one server cursor over the collect
 mode: one cursor over the (updatedAt, _id) index from the watermark), with the next batch read ahead
 while this one is transformed (product_transform) and loaded. Each document is flattened and
 validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT … ON
-CONFLICT) and the rest are quarantined. Unchanged rows are not rewritten (content hash). After a complete full pass, active
-rows not seen valid are deactivated, never deleted. Each batch commits on its own and the watermark
+CONFLICT; into an empty copy, COPY straight in) and the rest are quarantined. Unchanged rows are not
+rewritten (content hash). After a complete full pass, active rows not seen valid are deactivated,
+never deleted. Each batch commits on its own and the watermark
 is saved only at the end, so a killed run is simply run again and converges.
 """
 
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +41,7 @@ COPY_COLUMNS = ("id", "title", "price", "image", "seller_id", "quantity", "categ
                 "rating", "tags", "source_updated_at", "content_hash")
 # Validation has a fixed cost per batch; 10,000 documents amortise it and keep memory well bounded.
 BATCH_SIZE = 10_000
+LOADS_QUEUED = 2
 
 
 # ---------- extract ----------
@@ -80,15 +83,13 @@ def _differs_from_copy(new: str) -> str:
             f"IS DISTINCT FROM ({', '.join(f'{new}.{c}' for c in SYNCED_COLUMNS)})")
 
 
-_INSERT_STAGED = """
-    INSERT INTO product AS p (id, title, price, image, seller_id, quantity, category, description, rating,
-                              tags, source_updated_at, content_hash, is_active, synced_at)
-    SELECT id, title, price, image, seller_id, quantity, category, description, rating,
-           tags, source_updated_at, content_hash, true, now()
-    FROM product_stage
-"""
 _UPSERT = f"""
-    WITH written AS ({_INSERT_STAGED}
+    WITH written AS (
+        INSERT INTO product AS p (id, title, price, image, seller_id, quantity, category, description, rating,
+                                  tags, source_updated_at, content_hash, is_active, synced_at)
+        SELECT id, title, price, image, seller_id, quantity, category, description, rating,
+               tags, source_updated_at, content_hash, true, now()
+        FROM product_stage
         ON CONFLICT (id) DO UPDATE SET
             title = excluded.title, price = excluded.price, image = excluded.image,
             seller_id = excluded.seller_id, quantity = excluded.quantity, category = excluded.category,
@@ -108,22 +109,33 @@ _PLAN = f"""
     FROM product_stage s LEFT JOIN product p ON p.id = s.id
 """  # noqa: S608 - built from constant column names
 COPY_NULL = "\\N"
-_COPY = f"COPY product_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
+_CSV = f"({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
+_COPY_TO_STAGE = f"COPY product_stage {_CSV}"
+# is_active and synced_at take the columns' defaults: true, now().
+_COPY_TO_PRODUCT = f"COPY product {_CSV}"
 # No key: appending is cheaper than keeping an index, and the anti-join at the end hashes the ids anyway.
-_REMEMBER_SEEN = "INSERT INTO product_seen SELECT id FROM product_stage"
+_REMEMBER_STAGED = "INSERT INTO product_seen SELECT id FROM product_stage"
+_COPY_TO_SEEN = "COPY product_seen (id) FROM STDIN WITH (FORMAT csv)"
+_COUNT_COPY = "SELECT count(*) FROM product"
 _ANALYZE_SEEN = "ANALYZE product_seen"  # temp tables get no autovacuum: give the planner the row count
 _UNSEEN = "is_active AND NOT EXISTS (SELECT 1 FROM product_seen s WHERE s.id = product.id)"
 _DEACTIVATE_UNSEEN = f"UPDATE product SET is_active = false, synced_at = now() WHERE {_UNSEEN}"  # noqa: S608
 _COUNT_UNSEEN = f"SELECT count(*) FROM product WHERE {_UNSEEN}"  # noqa: S608 - constant
 
 
-def _copy_buffer(valid: pl.DataFrame) -> io.BytesIO:
-    """Valid rows as CSV in COPY_COLUMNS order: strings quoted, NULL as an unquoted \\N."""
+def _csv(frame: pl.DataFrame) -> io.BytesIO:
+    """Rows as CSV for COPY: strings quoted, NULL as an unquoted \\N."""
     buffer = io.BytesIO()
-    valid.select(*(("tags_json" if c == "tags" else c) for c in COPY_COLUMNS)).write_csv(
-        buffer, include_header=False, quote_style="non_numeric", null_value=COPY_NULL, float_precision=2)
+    frame.write_csv(buffer, include_header=False, quote_style="non_numeric", null_value=COPY_NULL,
+                    float_precision=2)
     buffer.seek(0)
     return buffer
+
+
+def _copy(cur: Any, statement: str, data: io.BytesIO) -> None:
+    """COPY in one piece: psycopg2 would read the buffer 8 KiB at a time, taking the GIL for each."""
+    data.seek(0)
+    cur.copy_expert(statement, data, size=max(data.getbuffer().nbytes, 1))
 
 
 @dataclass
@@ -137,22 +149,23 @@ class ProductLoader:
     remember the ids seen valid, so a full pass can deactivate the rest at the end. A dry run only
     counts what the writes would change; it touches nothing but its own temp tables.
 
-    Into a copy that was empty when the session began (a first load, a rebuilt database), batches go
-    in with a plain INSERT, which costs PostgreSQL about 40% less than the upsert's conflict
-    handling. The first conflict (a row that appeared meanwhile) rolls that batch back to a savepoint,
-    upserts it instead, and ends plain inserts for the session."""
+    Into a copy that was empty when the session began (a first load, a rebuilt database), batches are
+    copied straight into `product`: no staging, no conflict handling, about half PostgreSQL's work. The
+    first conflict (a row that appeared meanwhile) rolls that batch back to a savepoint, upserts it
+    instead, and ends straight copies for the session."""
 
     def __init__(self, cart_db: Engine, *, dry_run: bool):
         self.dry_run = dry_run
         self.conn = cart_db.raw_connection()
         self.conn.detach()  # its own session: the temp tables end with it, never reused from the pool
-        self.plain_inserts = False
+        self.straight_copies = False
+        self.copied_straight = 0  # rows copied straight in
 
     def __enter__(self) -> ProductLoader:
         with self.conn.cursor() as cur:
             cur.execute(_STAGE)
             cur.execute(_COPY_IS_EMPTY)
-            self.plain_inserts = not self.dry_run and cur.fetchone()[0]
+            self.straight_copies = not self.dry_run and cur.fetchone()[0]
         self.conn.commit()
         return self
 
@@ -160,34 +173,43 @@ class ProductLoader:
         self.conn.close()
 
     def load(self, valid: pl.DataFrame, *, remember_seen: bool) -> BatchResult:
+        rows = _csv(valid.select(*(("tags_json" if c == "tags" else c) for c in COPY_COLUMNS)))
         with self.conn.cursor() as cur:
-            cur.copy_expert(_COPY, _copy_buffer(valid))
-            inserted = self._insert_staged(cur) if self.plain_inserts else None
-            updated = 0
-            if inserted is None:
+            if self.straight_copies and self._copy_straight(cur, rows):
+                result = BatchResult(valid.height, 0)
+                self.copied_straight += valid.height
+                if remember_seen:
+                    _copy(cur, _COPY_TO_SEEN, _csv(valid.select("id")))
+            else:
+                _copy(cur, _COPY_TO_STAGE, rows)
                 cur.execute(_PLAN if self.dry_run else _UPSERT)
-                inserted, updated = cur.fetchone()
-            if remember_seen:
-                cur.execute(_REMEMBER_SEEN)
+                result = BatchResult(*cur.fetchone())
+                if remember_seen:
+                    cur.execute(_REMEMBER_STAGED)
         self.conn.commit()
-        return BatchResult(inserted, updated)
+        return result
 
-    def _insert_staged(self, cur: Any) -> int | None:
-        """A plain INSERT of the staged batch: the rows inserted, or None, with nothing written, if one
-        of them already exists."""
-        cur.execute("SAVEPOINT plain_insert")
+    def _copy_straight(self, cur: Any, rows: io.BytesIO) -> bool:
+        """COPY the batch into `product`; False, with nothing written, if one of its rows already exists."""
+        cur.execute("SAVEPOINT straight_copy")
         try:
-            cur.execute(_INSERT_STAGED)
+            _copy(cur, _COPY_TO_PRODUCT, rows)
         except psycopg2.errors.UniqueViolation:
-            cur.execute("ROLLBACK TO SAVEPOINT plain_insert")
-            self.plain_inserts = False
-            return None
-        inserted = cur.rowcount
-        cur.execute("RELEASE SAVEPOINT plain_insert")
-        return inserted
+            cur.execute("ROLLBACK TO SAVEPOINT straight_copy")
+            self.straight_copies = False
+            return False
+        cur.execute("RELEASE SAVEPOINT straight_copy")
+        return True
 
     def deactivate_unseen(self) -> int:
         with self.conn.cursor() as cur:
+            if self.straight_copies:
+                # The copy started empty and every batch went straight in: unless another writer added
+                # rows meanwhile, it holds exactly the rows seen. (Nothing deletes from the copy.)
+                cur.execute(_COUNT_COPY)
+                if cur.fetchone()[0] == self.copied_straight:
+                    self.conn.commit()
+                    return 0
             cur.execute(_ANALYZE_SEEN)
             cur.execute(_COUNT_UNSEEN if self.dry_run else _DEACTIVATE_UNSEEN)
             deactivated = cur.fetchone()[0] if self.dry_run else cur.rowcount
@@ -246,9 +268,10 @@ def sync_products(
             progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
                      f"updated {report.updated}, quarantined {report.quarantined}")
 
-    # Three stages overlap: the source streams the next batch (read_ahead), this thread transforms,
-    # and one writer thread loads the previous batch. One batch is in flight at a time, in order.
-    in_flight: tuple[TransformedBatch, Future] | None = None
+    # Three stages overlap: the source streams the next batches (read_ahead), this thread transforms,
+    # and one writer thread loads the batches before, in order. Up to LOADS_QUEUED batches wait for
+    # the writer, so a slow commit does not stall the transform.
+    queued: deque[tuple[TransformedBatch, Future]] = deque()
     with ProductLoader(cart_db, dry_run=dry_run) as loader, ThreadPoolExecutor(1, "product-load") as writer:
         for raw in read_ahead(batches):
             batch = transform_batch(raw)
@@ -257,11 +280,11 @@ def sync_products(
             report.quarantined += len(batch.rejections)
             if batch.max_updated_at and (max_updated is None or batch.max_updated_at > max_updated):
                 max_updated = batch.max_updated_at
-            if in_flight:
-                account(*in_flight)
-            in_flight = (batch, writer.submit(store, loader, batch))
-        if in_flight:
-            account(*in_flight)
+            queued.append((batch, writer.submit(store, loader, batch)))
+            if len(queued) > LOADS_QUEUED:
+                account(*queued.popleft())
+        while queued:
+            account(*queued.popleft())
         if full:
             # Only after a complete pass: active rows the pass did not see valid left the source.
             report.deactivated = loader.deactivate_unseen()

@@ -92,28 +92,43 @@ def test_first_load_inserts_plainly_and_upserts_once_a_row_appears_meanwhile(sto
     raw = b"".join(bson.encode(product(n)) for n in (1, 2, 3))
     frame = transform_batch(raw).valid
     with ProductLoader(stores.cart_engine, dry_run=False) as loader:
-        assert loader.plain_inserts  # the copy is empty
+        assert loader.straight_copies  # the copy is empty
         assert loader.load(frame.head(1), remember_seen=True) == BatchResult(inserted=1, updated=0)
-        assert loader.plain_inserts
+        assert loader.straight_copies
         with stores.cart_engine.begin() as conn:  # another writer got product 2 in first
             conn.execute(sa.text("INSERT INTO product (id, title, price, image, content_hash, is_active, synced_at) "
                                  "VALUES (:id, 'meanwhile', 1, 'img', repeat('0', 32), true, now())"),
                          {"id": f"{2:024x}"})
         assert loader.load(frame, remember_seen=True) == BatchResult(inserted=1, updated=1)
-        assert not loader.plain_inserts
+        assert not loader.straight_copies
         assert loader.deactivate_unseen() == 0
     rows = copy_rows(stores)
     assert sorted(rows) == [f"{n:024x}" for n in (1, 2, 3)]
     assert rows[f"{2:024x}"]["title"] == "Product 2"
 
 
+def test_first_load_deactivates_a_row_another_writer_added_meanwhile(stores):
+    frame = transform_batch(b"".join(bson.encode(product(n)) for n in (1, 2))).valid
+    with ProductLoader(stores.cart_engine, dry_run=False) as loader:
+        assert loader.load(frame.head(1), remember_seen=True) == BatchResult(inserted=1, updated=0)
+        with stores.cart_engine.begin() as conn:  # a row the catalog does not hold
+            conn.execute(sa.text("INSERT INTO product (id, title, price, image, content_hash) "
+                                 "VALUES (:id, 'stray', 1, 'img', repeat('0', 32))"), {"id": f"{9:024x}"})
+        assert loader.load(frame.tail(1), remember_seen=True) == BatchResult(inserted=1, updated=0)
+        assert loader.straight_copies
+        assert loader.deactivate_unseen() == 1
+    rows = copy_rows(stores)
+    assert {id_: row["is_active"] for id_, row in rows.items()} == {
+        f"{1:024x}": True, f"{2:024x}": True, f"{9:024x}": False}
+
+
 def test_a_copy_with_rows_is_always_upserted(stores):
     stores.product_db.products.insert_many([product(1)])
     run(stores, mode="full")
     with ProductLoader(stores.cart_engine, dry_run=False) as loader:
-        assert not loader.plain_inserts
+        assert not loader.straight_copies
     with ProductLoader(stores.cart_engine, dry_run=True) as loader:
-        assert not loader.plain_inserts
+        assert not loader.straight_copies
 
 
 def test_full_sync_fixes_price_drift_and_reactivates(stores):
