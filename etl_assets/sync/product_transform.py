@@ -22,6 +22,7 @@ from typing import Any
 import bson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pymongoarrow imports it on first use: at import, not inside the first batch
 from bson import Decimal128, ObjectId
 from bson.codec_options import CodecOptions
 from pymongoarrow.context import PyMongoArrowContext
