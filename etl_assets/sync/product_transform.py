@@ -21,6 +21,7 @@ from typing import Any
 
 import bson
 import polars as pl
+import polars_hash  # noqa: F401 - registers the .nchash expressions (MD5 in Rust, off the GIL)
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pymongoarrow imports it on first use: at import, not inside the first batch
 from bson import Decimal128, ObjectId
@@ -279,12 +280,10 @@ def _optional_text(column: str) -> pl.Expr:
 def content_hashes(rows: pl.DataFrame) -> pl.Series:
     """MD5 of the synced content of validated rows. Timestamps are excluded, so a touch without a
     change rewrites nothing. Fields are joined with NUL, which valid rows cannot contain."""
-    canonical = rows.select(pl.concat_str([
+    return rows.select(pl.concat_str([
         "title", _amount_text("price"), "image", _optional_text("seller_id"), pl.col("quantity").cast(pl.String),
         "category", _optional_text("description"), _amount_text("rating"), "tags_json",
-    ], separator="\0")).to_series()
-    return pl.Series("content_hash", [hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
-                                      for text in canonical], dtype=pl.String)
+    ], separator="\0").nchash.md5().alias("content_hash")).to_series()
 
 
 def content_hash(row: dict[str, Any]) -> str:
