@@ -13,11 +13,10 @@ is saved only at the end, so a killed run is simply run again and converges.
 from __future__ import annotations
 
 import io
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -26,11 +25,12 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
+from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, copy_rows, csv_rows
 from etl_assets.sync.product_transform import TransformedBatch, transform_batch
 from etl_assets.sync.quarantine import Quarantine
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
-from etl_assets.sync.streams import read_ahead
+from etl_assets.sync.streams import transform_then_load
 
 SOURCE = "product_db.products"
 SYNC_NAME = "product_sync"
@@ -41,7 +41,6 @@ COPY_COLUMNS = ("id", "title", "price", "image", "seller_id", "quantity", "categ
                 "rating", "tags", "source_updated_at", "content_hash")
 # Validation has a fixed cost per batch; 10,000 documents amortise it and keep memory well bounded.
 BATCH_SIZE = 10_000
-LOADS_QUEUED = 2
 
 
 # ---------- extract ----------
@@ -108,34 +107,18 @@ _PLAN = f"""
                             AND (NOT p.is_active OR {_differs_from_copy("s")})) AS updated
     FROM product_stage s LEFT JOIN product p ON p.id = s.id
 """  # noqa: S608 - built from constant column names
-COPY_NULL = "\\N"
-_CSV = f"({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
+_CSV = f"({', '.join(COPY_COLUMNS)}) FROM STDIN WITH {CSV_OPTIONS}"
 _COPY_TO_STAGE = f"COPY product_stage {_CSV}"
 # is_active and synced_at take the columns' defaults: true, now().
 _COPY_TO_PRODUCT = f"COPY product {_CSV}"
 # No key: appending is cheaper than keeping an index, and the anti-join at the end hashes the ids anyway.
 _REMEMBER_STAGED = "INSERT INTO product_seen SELECT id FROM product_stage"
-_COPY_TO_SEEN = "COPY product_seen (id) FROM STDIN WITH (FORMAT csv)"
+_COPY_TO_SEEN = f"COPY product_seen (id) FROM STDIN WITH {CSV_OPTIONS}"
 _COUNT_COPY = "SELECT count(*) FROM product"
 _ANALYZE_SEEN = "ANALYZE product_seen"  # temp tables get no autovacuum: give the planner the row count
 _UNSEEN = "is_active AND NOT EXISTS (SELECT 1 FROM product_seen s WHERE s.id = product.id)"
 _DEACTIVATE_UNSEEN = f"UPDATE product SET is_active = false, synced_at = now() WHERE {_UNSEEN}"  # noqa: S608
 _COUNT_UNSEEN = f"SELECT count(*) FROM product WHERE {_UNSEEN}"  # noqa: S608 - constant
-
-
-def _csv(frame: pl.DataFrame) -> io.BytesIO:
-    """Rows as CSV for COPY: strings quoted, NULL as an unquoted \\N."""
-    buffer = io.BytesIO()
-    frame.write_csv(buffer, include_header=False, quote_style="non_numeric", null_value=COPY_NULL,
-                    float_precision=2)
-    buffer.seek(0)
-    return buffer
-
-
-def _copy(cur: Any, statement: str, data: io.BytesIO) -> None:
-    """COPY in one piece: psycopg2 would read the buffer 8 KiB at a time, taking the GIL for each."""
-    data.seek(0)
-    cur.copy_expert(statement, data, size=max(data.getbuffer().nbytes, 1))
 
 
 @dataclass
@@ -173,15 +156,15 @@ class ProductLoader:
         self.conn.close()
 
     def load(self, valid: pl.DataFrame, *, remember_seen: bool) -> BatchResult:
-        rows = _csv(valid.select(*(("tags_json" if c == "tags" else c) for c in COPY_COLUMNS)))
+        rows = csv_rows(valid.select(*(("tags_json" if c == "tags" else c) for c in COPY_COLUMNS)))
         with self.conn.cursor() as cur:
             if self.straight_copies and self._copy_straight(cur, rows):
                 result = BatchResult(valid.height, 0)
                 self.copied_straight += valid.height
                 if remember_seen:
-                    _copy(cur, _COPY_TO_SEEN, _csv(valid.select("id")))
+                    copy_frame(cur, _COPY_TO_SEEN, valid.select("id"))
             else:
-                _copy(cur, _COPY_TO_STAGE, rows)
+                copy_rows(cur, _COPY_TO_STAGE, rows)
                 cur.execute(_PLAN if self.dry_run else _UPSERT)
                 result = BatchResult(*cur.fetchone())
                 if remember_seen:
@@ -193,7 +176,7 @@ class ProductLoader:
         """COPY the batch into `product`; False, with nothing written, if one of its rows already exists."""
         cur.execute("SAVEPOINT straight_copy")
         try:
-            _copy(cur, _COPY_TO_PRODUCT, rows)
+            copy_rows(cur, _COPY_TO_PRODUCT, rows)
         except psycopg2.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT straight_copy")
             self.straight_copies = False
@@ -258,33 +241,21 @@ def sync_products(
                 resolved = quarantine.resolve(batch.valid["id"])
         return result, resolved
 
-    def account(batch: TransformedBatch, stored: Future) -> None:
-        result, resolved = stored.result()
-        report.inserted += result.inserted
-        report.updated += result.updated
-        report.unchanged += batch.valid.height - result.inserted - result.updated
-        report.resolved += resolved
-        if progress:
-            progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
-                     f"updated {report.updated}, quarantined {report.quarantined}")
-
-    # Three stages overlap: the source streams the next batches (read_ahead), this thread transforms,
-    # and one writer thread loads the batches before, in order. Up to LOADS_QUEUED batches wait for
-    # the writer, so a slow commit does not stall the transform.
-    queued: deque[tuple[TransformedBatch, Future]] = deque()
-    with ProductLoader(cart_db, dry_run=dry_run) as loader, ThreadPoolExecutor(1, "product-load") as writer:
-        for raw in read_ahead(batches):
-            batch = transform_batch(raw)
+    with ProductLoader(cart_db, dry_run=dry_run) as loader:
+        for batch, (result, resolved) in transform_then_load(
+                batches, transform_batch, partial(store, loader), thread_name="product-load"):
             report.batches += 1
             report.read += batch.read
             report.quarantined += len(batch.rejections)
             if batch.max_updated_at and (max_updated is None or batch.max_updated_at > max_updated):
                 max_updated = batch.max_updated_at
-            queued.append((batch, writer.submit(store, loader, batch)))
-            if len(queued) > LOADS_QUEUED:
-                account(*queued.popleft())
-        while queued:
-            account(*queued.popleft())
+            report.inserted += result.inserted
+            report.updated += result.updated
+            report.unchanged += batch.valid.height - result.inserted - result.updated
+            report.resolved += resolved
+            if progress:
+                progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
+                         f"updated {report.updated}, quarantined {report.quarantined}")
         if full:
             # Only after a complete pass: active rows the pass did not see valid left the source.
             report.deactivated = loader.deactivate_unseen()

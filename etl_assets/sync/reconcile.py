@@ -12,14 +12,13 @@ check_batch for carts), so a check expects exactly what the sync would have writ
 
 from __future__ import annotations
 
-import io
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 import pandera.polars as pa
@@ -37,9 +36,10 @@ from etl_assets.schemas.products import CartDbProduct
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync import carts as cart_sync
 from etl_assets.sync import products as product_sync
-from etl_assets.sync.product_transform import transform_batch
+from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
+from etl_assets.sync.product_transform import TransformedBatch, transform_batch
 from etl_assets.sync.stores import unavailable
-from etl_assets.sync.streams import batched, read_ahead
+from etl_assets.sync.streams import batched, transform_then_load
 from etl_assets.sync.validate import split_valid
 
 SAMPLE_SIZE = 20
@@ -332,7 +332,7 @@ _STAGE = """
     CREATE TEMP TABLE catalog_seen (id text)
 """
 _STAGED_COLUMNS = ("id", "content_hash", *DRIFT_FIELDS)
-_COPY_BATCH = f"COPY catalog_batch ({', '.join(_STAGED_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+_COPY_BATCH = f"COPY catalog_batch ({', '.join(_STAGED_COLUMNS)}) FROM STDIN WITH {CSV_OPTIONS}"
 # One statement per batch: remember the staged batch's ids, and return only the products that are not right
 # in the copy. The content hash finds any change made in the catalog; the named fields are compared one by
 # one too, because a write to the copy's own columns (the cart service's, say) leaves the copy's hash as it
@@ -357,14 +357,10 @@ _COUNT_COPY = f"""
 _SAMPLE_EXTRA = f"SELECT p.id {_UNSEEN_ACTIVE} ORDER BY p.id LIMIT %s"  # noqa: S608 - constant
 
 
-def _compare_batch(session: Any, result: ProductReconciliation, valid: pl.DataFrame) -> None:
-    """COPY the batch's compared columns (as CSV written by polars, off the GIL), then compare it."""
-    staged = io.BytesIO()
-    valid.select(_STAGED_COLUMNS).write_csv(staged, include_header=False, quote_style="non_numeric",
-                                            float_precision=2)
-    staged.seek(0)
+def _compare_batch(session: Any, result: ProductReconciliation, batch: TransformedBatch) -> None:
+    """COPY the batch's compared columns, then compare them with the copy."""
     with session.cursor() as cursor:
-        cursor.copy_expert(_COPY_BATCH, staged)
+        copy_frame(cursor, _COPY_BATCH, batch.valid.select(_STAGED_COLUMNS))
         cursor.execute(_COMPARE_BATCH)
         rows = cursor.fetchall()
     session.commit()
@@ -381,29 +377,24 @@ def reconcile_products(product_db: Database, cart_db: Engine, warehouse: Engine,
     """Scan the catalog like a full product sync does, flatten, validate and hash each batch with the
     sync's own transform, and compare it with the copy in one statement per batch.
 
-    As in the sync, three stages overlap: the source streams the next batch (read_ahead), this thread
-    transforms, and one thread stages the previous batch with COPY and compares it with the copy. The
+    As in the sync, three stages overlap (transform_then_load): the source streams the next batches,
+    this thread transforms, and one thread stages each batch with COPY and compares it with the copy. The
     server keeps the ids seen, so the active copy rows never seen are counted and sampled there at the
     end, and no id set is held in memory. It runs in a session of its own, whose temporary tables end
     with it; it writes nothing else.
     """
     result = ProductReconciliation(quarantined_open=quarantine_status(warehouse, product_sync.SOURCE, None).open)
-    compared: Future | None = None
     session = cart_db.raw_connection()
     session.detach()  # the temp tables must not outlive the check in a pooled connection
-    with closing(session), ThreadPoolExecutor(1, "product-compare") as comparer:
+    with closing(session):
         with session.cursor() as cursor:
             cursor.execute(_STAGE)
         session.commit()
-        for raw in read_ahead(product_sync.iter_full(product_db["products"], batch_size)):
-            batch = transform_batch(raw)
+        for batch, _ in transform_then_load(product_sync.iter_full(product_db["products"], batch_size),
+                                            transform_batch, partial(_compare_batch, session, result),
+                                            thread_name="product-compare"):
             result.source_documents += batch.read
             result.source_rejected += len(batch.rejections)
-            if compared:
-                compared.result()
-            compared = comparer.submit(_compare_batch, session, result, batch.valid)
-        if compared:
-            compared.result()
         with session.cursor() as cursor:
             cursor.execute(_ANALYZE_SEEN)
             cursor.execute(_COUNT_COPY)

@@ -1,13 +1,17 @@
-"""Streaming helpers shared by the syncs: batching and read-ahead."""
+"""Streaming helpers shared by the syncs: batching, read-ahead, and the transform-then-load pipeline."""
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+Transformed = TypeVar("Transformed")
+Loaded = TypeVar("Loaded")
 _DONE = object()
 
 
@@ -55,3 +59,39 @@ def read_ahead(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
                 buffer.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
+
+
+def transform_then_load(batches: Iterator[T], transform: Callable[[T], Transformed],
+                        load: Callable[[Transformed], Loaded], *, thread_name: str,
+                        queued: int = 2) -> Iterator[tuple[Transformed, Loaded]]:
+    """Three stages that overlap: the source streams the next batches (read_ahead), this thread
+    transforms, and one writer thread loads, in order. Yields (transformed, loaded) as each load ends.
+
+    Up to `queued` transformed batches wait for the writer, so a slow commit does not stall the
+    transform. If a load fails, the loads queued behind it are cancelled and its error raised here.
+    """
+    writer = ThreadPoolExecutor(1, thread_name)
+    pending: deque[tuple[Transformed, Future[Loaded]]] = deque()
+    failed = threading.Event()
+
+    def load_unless_failed(transformed: Transformed) -> Loaded:
+        if failed.is_set():  # set by an earlier load on this same thread: nothing runs after a failure
+            raise CancelledError
+        try:
+            return load(transformed)
+        except BaseException:
+            failed.set()
+            raise
+
+    try:
+        for batch in read_ahead(batches):
+            transformed = transform(batch)
+            pending.append((transformed, writer.submit(load_unless_failed, transformed)))
+            if len(pending) > queued:
+                done, loading = pending.popleft()
+                yield done, loading.result()
+        while pending:
+            done, loading = pending.popleft()
+            yield done, loading.result()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
