@@ -51,8 +51,8 @@ PROFILES: dict[str, ResourceProfile] = {
         requests_cpu="100m", requests_memory="256Mi", limits_cpu="500m", limits_memory="512Mi"
     ),
     # The nightly full reconcile and warehouse backfills, sized from `make bench` (docs/kubernetes.md):
-    # a full sync peaks at 323 MiB at 1,000,000 products and stays flat; a run pod holds the run
-    # process and up to two step processes (~860 MiB), plus 50 % headroom.
+    # a full sync peaks at 343 MiB at 1,000,000 products and stays flat; a run pod holds the run
+    # process and up to two step processes (~890 MiB), plus 50 % headroom.
     "large": ResourceProfile(requests_cpu="1", requests_memory="768Mi", limits_cpu="2", limits_memory="1536Mi"),
 }
 

@@ -72,12 +72,15 @@ def seed_catalog(product_db: Database, count: int) -> None:
     } for n in range(count)], ordered=False)
 
 
-def reset_product_copy(cart_db: sa.Engine, warehouse: sa.Engine, count: int) -> None:
+def reset_product_copy(cart_db: sa.Engine, warehouse: sa.Engine, count: int, *, empty: bool = False) -> None:
     """The copy as an earlier, partly stale sync left it: products since removed from the catalog, outdated
-    or deactivated copies of current ones, and copies of products that have turned invalid."""
+    or deactivated copies of current ones, and copies of products that have turned invalid. Or, with
+    `empty`, no copy at all: a first load."""
     reset_warehouse(warehouse)
     with cart_db.begin() as conn:
         conn.exec_driver_sql("TRUNCATE product, cart")
+        if empty:
+            return
         conn.execute(sa.text("""
             INSERT INTO product (id, title, price, image, content_hash, is_active, synced_at)
             SELECT 'fade' || lpad(to_hex(g), 20, '0'), 'left the catalog', 1, 'img', repeat('0', 32), true,

@@ -2,8 +2,9 @@
 
 KILL_POINTS (default 5) sets the number of kill points per sync and KILL_SEED picks them. The points
 are spread over the whole run: the i-th lies in the i-th of KILL_POINTS equal slices of the run's
-batches, at a random batch and a random moment within it. Every point starts from the same messy
-target, kills the sync in a child process, reruns it here and checks convergence from scratch.
+batches, at a random batch and a random moment within it. Every point starts from the same target
+(for the product sync: a messy stale copy, and apart from it an empty one), kills the sync in a child
+process, reruns it here and checks convergence from scratch.
 """
 
 import os
@@ -16,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 from etl_assets.sync.carts import sync_carts
 from etl_assets.sync.products import sync_products
@@ -78,9 +81,12 @@ def run_and_kill(which: str, env: dict[str, str], batch_size: int, position: flo
     return Kill(round(position, 2), round(elapsed, 2), finished)
 
 
-def test_product_sync_killed_at_random_points_converges_on_rerun(stores, request):
+@pytest.mark.parametrize("start", ["stale copy", "empty copy"])
+def test_product_sync_killed_at_random_points_converges_on_rerun(stores, request, start):
+    """From a stale copy the sync upserts; into an empty one (a first load) it copies straight in."""
+    empty = start == "empty copy"
     seed_catalog(stores.product_db, PRODUCTS)
-    reset_product_copy(stores.cart_engine, stores.warehouse_engine, PRODUCTS)
+    reset_product_copy(stores.cart_engine, stores.warehouse_engine, PRODUCTS, empty=empty)
 
     def sync(run_id: str):
         return sync_products(stores.product_db, stores.cart_engine, stores.warehouse_engine,
@@ -92,7 +98,7 @@ def test_product_sync_killed_at_random_points_converges_on_rerun(stores, request
     assert not product_problems(truth, stores.cart_engine, stores.warehouse_engine)
     kills = []
     for n, position in enumerate(kill_positions(reference.batches, KILL_POINTS, random.Random(KILL_SEED))):
-        reset_product_copy(stores.cart_engine, stores.warehouse_engine, PRODUCTS)
+        reset_product_copy(stores.cart_engine, stores.warehouse_engine, PRODUCTS, empty=empty)
         kills.append(run_and_kill("products", stores.env(), PRODUCT_BATCH, position,
                                   reference.duration_s / reference.batches))
         sync(f"rerun-{n}")
