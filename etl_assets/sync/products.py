@@ -133,7 +133,7 @@ class ProductLoader:
     counts what the writes would change; it touches nothing but its own temp tables.
 
     Into a copy that was empty when the session began (a first load, a rebuilt database), batches are
-    copied straight into `product`: no staging, no conflict handling, about half PostgreSQL's work. The
+    copied straight into `product`: no staging, no conflict handling, a third less work for PostgreSQL. The
     first conflict (a row that appeared meanwhile) rolls that batch back to a savepoint, upserts it
     instead, and ends straight copies for the session."""
 
