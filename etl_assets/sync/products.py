@@ -88,7 +88,11 @@ _UPSERT = f"""
                                   tags, source_updated_at, content_hash, is_active, synced_at)
         SELECT id, title, price, image, seller_id, quantity, category, description, rating,
                tags, source_updated_at, content_hash, true, now()
-        FROM product_stage
+        FROM product_stage s
+        -- Only rows the copy lacks or holds otherwise. ON CONFLICT DO UPDATE locks every row it meets,
+        -- even one its WHERE then leaves alone, and a lock is a write: WAL and a dirtied page per row.
+        WHERE NOT EXISTS (SELECT FROM product p WHERE p.id = s.id AND p.is_active
+                          AND NOT {_differs_from_copy("s")})
         ON CONFLICT (id) DO UPDATE SET
             title = excluded.title, price = excluded.price, image = excluded.image,
             seller_id = excluded.seller_id, quantity = excluded.quantity, category = excluded.category,

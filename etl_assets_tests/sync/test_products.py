@@ -86,6 +86,8 @@ def test_full_sync_into_empty_target_then_nothing_changes(stores):
     second = run(stores, mode="full", batch_size=7)
     assert (second.inserted, second.updated, second.deactivated, second.unchanged) == (0, 0, 0, 25)
     assert copy_rows(stores) == before  # not even synced_at moved
+    with stores.cart_engine.connect() as conn:  # nor locked: a row lock would be a write too
+        assert conn.execute(sa.text("SELECT count(*) FROM product WHERE xmax <> '0'")).scalar() == 0
 
 
 def test_first_load_inserts_plainly_and_upserts_once_a_row_appears_meanwhile(stores):
