@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -254,16 +253,6 @@ def _holds_tags_array(document: bytes) -> bool:
     return document.count(_TAGS_KEY) == 1 and document[document.index(_TAGS_KEY) - 1] == _BSON_ARRAY
 
 
-def split_documents(raw: bytes) -> list[bytes]:
-    """A raw batch (concatenated BSON documents, each led by its int32 length) as single documents."""
-    documents, position = [], 0
-    while position < len(raw):
-        (size,) = struct.unpack_from("<i", raw, position)
-        documents.append(raw[position:position + size])
-        position += size
-    return documents
-
-
 # ---------- one batch ----------
 
 def _amount_text(column: str) -> pl.Expr:
@@ -300,10 +289,9 @@ class TransformedBatch:
     max_updated_at: datetime | None
 
 
-def transform_batch(raw: bytes) -> TransformedBatch:
-    """Flatten, coerce and validate a raw batch; every document ends up a row or a rejection."""
-    documents = split_documents(raw)
-    columnar = _columnar_rows(raw, documents)
+def transform_batch(documents: list[bytes]) -> TransformedBatch:
+    """Flatten, coerce and validate a batch of raw BSON documents; each ends up a row or a rejection."""
+    columnar = _columnar_rows(b"".join(documents), documents)
     empty_tags = columnar.filter(pl.col("empty_tags"))[_ROW].to_list()
     not_arrays = {row for row in empty_tags if not _holds_tags_array(documents[row])}
     columnar = columnar.filter(~pl.col(_ROW).is_in(list(not_arrays))).drop("empty_tags")

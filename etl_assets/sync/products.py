@@ -1,6 +1,6 @@
 """Product sync: Product MongoDB `products` → Cart PostgreSQL `product`.
 
-Streams the source in raw batches (full mode: one server cursor over the collection; incremental
+Streams the source in batches of raw documents (full mode: one server cursor over the collection; incremental
 mode: one cursor over the (updatedAt, _id) index from the watermark), with the next batch read ahead
 while this one is transformed (product_transform) and loaded. Each document is flattened and
 validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT … ON
@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, copy_rows, csv_rows
 from etl_assets.sync.product_transform import TransformedBatch, transform_batch
 from etl_assets.sync.quarantine import Quarantine
+from etl_assets.sync.raw_cursor import find_documents
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
 from etl_assets.sync.streams import transform_then_load
@@ -45,19 +46,19 @@ BATCH_SIZE = 10_000
 
 # ---------- extract ----------
 
-def iter_full(products: Collection, batch_size: int) -> Iterator[bytes]:
+def iter_full(products: Collection, batch_size: int) -> Iterator[list[bytes]]:
     """The whole collection in one server cursor, in natural order: the cheapest full scan a server
-    offers. Raw batches: the transform decodes them column by column. Deactivation does not depend on
-    the order (ids seen are collected server-side)."""
-    return iter(products.find_raw_batches({}, batch_size=batch_size))
+    offers. Raw documents: the transform decodes them column by column. Deactivation does not depend
+    on the order (ids seen are collected server-side)."""
+    return find_documents(products, {}, batch_size=batch_size)
 
 
-def iter_changed_since(products: Collection, since: datetime, batch_size: int) -> Iterator[bytes]:
+def iter_changed_since(products: Collection, since: datetime, batch_size: int) -> Iterator[list[bytes]]:
     """Documents changed since `since`, in (updatedAt, _id) order, in one cursor over the product
     service's {updatedAt: 1, _id: 1} index. One cursor, not a query per page: a keyset `$or` page
     query defeats the index on some servers, and a killed run restarts from the saved watermark."""
-    changed = products.find_raw_batches({"updatedAt": {"$gte": since}}, batch_size=batch_size)
-    return iter(changed.sort([("updatedAt", 1), ("_id", 1)]))
+    return find_documents(products, {"updatedAt": {"$gte": since}}, batch_size=batch_size,
+                          sort=[("updatedAt", 1), ("_id", 1)])
 
 
 # ---------- load ----------

@@ -23,7 +23,6 @@ from etl_assets.sync.product_transform import (
     content_hashes,
     flatten_product,
     record_id,
-    split_documents,
     transform_batch,
 )
 from etl_assets.sync.validate import split_valid
@@ -77,10 +76,10 @@ def exact_transform(docs: list[dict]) -> tuple[pl.DataFrame, dict[str, str]]:
 
 def assert_paths_agree(docs: list[dict]) -> int:
     """Returns how many documents took the columnar path."""
-    raw = b"".join(bson.encode(doc) for doc in docs)
-    batch = transform_batch(raw)
+    documents = [bson.encode(doc) for doc in docs]
+    batch = transform_batch(documents)
     # What a MongoDB server hands back: the same bytes, decoded as the sync decodes them.
-    decoded = [bson.decode(document, codec_options=CODEC) for document in split_documents(raw)]
+    decoded = [bson.decode(document, codec_options=CODEC) for document in documents]
     expected_valid, expected_reasons = exact_transform(decoded)
     assert batch.read == len(docs)
     assert batch.valid.sort("id").to_dicts() == expected_valid.sort("id").to_dicts()
@@ -104,7 +103,7 @@ def test_columnar_path_agrees_on_the_bad_input_corpus():
 
 
 def test_duplicate_ids_are_rejected_on_both_paths():
-    batch = transform_batch(b"".join(bson.encode(product(1, **f)) for f in ({}, {"updatedAt": MISSING})))
+    batch = transform_batch([bson.encode(product(1, **f)) for f in ({}, {"updatedAt": MISSING})])
     assert batch.valid.is_empty()
     assert [r.record_id for r in batch.rejections] == [f"{1:024x}"] * 2
 
@@ -117,7 +116,7 @@ def test_key_order_does_not_matter():
 
 def test_watermark_is_the_latest_date_among_all_documents_valid_or_not():
     late = datetime(2027, 1, 1, tzinfo=UTC)
-    batch = transform_batch(b"".join(bson.encode(d) for d in (product(1), product(2, price="x", updatedAt=late))))
+    batch = transform_batch([bson.encode(d) for d in (product(1), product(2, price="x", updatedAt=late))])
     assert batch.max_updated_at == late
 
 
@@ -138,9 +137,9 @@ def with_repeated_field(doc: dict, field: str, value: float) -> bytes:
 @pytest.mark.parametrize("later_lacks_it", [True, False], ids=["shift hidden by a later gap", "column too long"])
 def test_a_repeated_field_name_never_shifts_values_onto_other_documents(later_lacks_it):
     later = product(3, price=MISSING) if later_lacks_it else product(3)
-    raw = bson.encode(product(1)) + with_repeated_field(product(2), "price", 99.5) + bson.encode(later)
-    batch = transform_batch(raw)
-    decoded = [bson.decode(document, codec_options=CODEC) for document in split_documents(raw)]
+    documents = [bson.encode(product(1)), with_repeated_field(product(2), "price", 99.5), bson.encode(later)]
+    batch = transform_batch(documents)
+    decoded = [bson.decode(document, codec_options=CODEC) for document in documents]
     expected_valid, expected_reasons = exact_transform(decoded)
     assert batch.columnar == 0  # the whole batch took the exact path
     assert batch.valid.sort("id").to_dicts() == expected_valid.sort("id").to_dicts()

@@ -68,7 +68,7 @@ def test_hash_ignores_timestamps_but_not_content():
 
 def test_transform_splits_schema_failures_with_reasons():
     docs = [product(1), product(2, price=-5), product(3, category="toys"), {"_id": "x"}]
-    batch = transform_batch(b"".join(bson.encode(doc) for doc in docs))
+    batch = transform_batch([bson.encode(doc) for doc in docs])
     assert batch.valid["id"].to_list() == [f"{1:024x}"]
     reasons = {r.record_id: r.reason for r in batch.rejections}
     assert "price: greater_than_or_equal_to(0)" in reasons[f"{2:024x}"]
@@ -91,8 +91,7 @@ def test_full_sync_into_empty_target_then_nothing_changes(stores):
 
 
 def test_first_load_inserts_plainly_and_upserts_once_a_row_appears_meanwhile(stores):
-    raw = b"".join(bson.encode(product(n)) for n in (1, 2, 3))
-    frame = transform_batch(raw).valid
+    frame = transform_batch([bson.encode(product(n)) for n in (1, 2, 3)]).valid
     with ProductLoader(stores.cart_engine, dry_run=False) as loader:
         assert loader.straight_copies  # the copy is empty
         assert loader.load(frame.head(1), remember_seen=True) == BatchResult(inserted=1, updated=0)
@@ -110,7 +109,7 @@ def test_first_load_inserts_plainly_and_upserts_once_a_row_appears_meanwhile(sto
 
 
 def test_first_load_deactivates_a_row_another_writer_added_meanwhile(stores):
-    frame = transform_batch(b"".join(bson.encode(product(n)) for n in (1, 2))).valid
+    frame = transform_batch([bson.encode(product(n)) for n in (1, 2)]).valid
     with ProductLoader(stores.cart_engine, dry_run=False) as loader:
         assert loader.load(frame.head(1), remember_seen=True) == BatchResult(inserted=1, updated=0)
         with stores.cart_engine.begin() as conn:  # a row the catalog does not hold

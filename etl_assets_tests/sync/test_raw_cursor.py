@@ -1,0 +1,88 @@
+"""The raw find cursor: against the real test server, and on hand-built replies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import bson
+import pytest
+from bson import Int64, ObjectId, Timestamp
+from pymongo import MongoClient, monitoring
+
+from etl_assets.sync.raw_cursor import MalformedReply, _cursor_reply, find_documents
+
+
+def doc(n: int, minutes: int) -> dict:
+    return {"_id": ObjectId(f"{n:024x}"), "n": n, "updatedAt": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)}
+
+
+def test_batches_hold_every_document_as_its_own_bson(stores):
+    docs = [doc(n, n) for n in range(25)]
+    stores.product_db.items.insert_many(docs)
+    batches = list(find_documents(stores.product_db.items, {}, batch_size=7))
+    assert [len(batch) for batch in batches] == [7, 7, 7, 4]
+    decoded = [bson.decode(document) for batch in batches for document in batch]
+    assert sorted(d["n"] for d in decoded) == list(range(25))
+
+
+def test_filter_and_sort_reach_the_server(stores):
+    # updatedAt runs backwards against n, with two ties broken by _id
+    stores.product_db.items.insert_many([doc(n, 100 - n // 2) for n in range(10)])
+    batches = find_documents(stores.product_db.items, {"n": {"$gte": 4}}, batch_size=3,
+                             sort=[("updatedAt", 1), ("_id", 1)])
+    assert [bson.decode(d)["n"] for batch in batches for d in batch] == [8, 9, 6, 7, 4, 5]
+
+
+def test_an_empty_result_yields_no_batch(stores):
+    assert list(find_documents(stores.product_db.items, {}, batch_size=5)) == []
+
+
+class CommandNames(monitoring.CommandListener):
+    def __init__(self):
+        self.names: list[str] = []
+
+    def started(self, event):
+        self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_a_cursor_left_early_is_killed(stores):
+    stores.product_db.items.insert_many([doc(n, n) for n in range(10)])
+    listener = CommandNames()
+    client = MongoClient(stores.local.mongo.uri, event_listeners=[listener])
+    try:
+        batches = find_documents(client[stores.product_db_name].items, {}, batch_size=3)
+        assert len(next(batches)) == 3
+        batches.close()
+    finally:
+        client.close()
+    assert [name for name in listener.names if name in ("find", "getMore", "killCursors")] == ["find", "killCursors"]
+
+
+def reply(cursor: dict, **top) -> bytes:
+    return bson.encode({"cursor": cursor, "ok": 1.0, **top})
+
+
+def test_a_reply_with_the_fields_servers_add_around_the_cursor():
+    batch = [{"_id": n, "x": "y" * n} for n in range(3)]
+    raw = reply({"nextBatch": batch, "id": Int64(42), "ns": "db.items", "atClusterTime": Timestamp(1, 2)},
+                operationTime=Timestamp(5, 1), **{"$clusterTime": {"clusterTime": Timestamp(5, 1),
+                                                                    "signature": {"hash": b"\0" * 20, "keyId": Int64(0)}}})
+    cursor_id, documents = _cursor_reply(raw)
+    assert cursor_id == 42
+    assert [bson.decode(d) for d in documents] == batch
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (reply({"firstBatch": [1, 2], "id": Int64(0), "ns": "db.items"}), "BSON type 0x10, not a document"),
+    (reply({"firstBatch": [], "ns": "db.items"}), "lacks its id or its batch"),
+    (bson.encode({"ok": 0.0, "errmsg": "no"}), "no cursor document"),
+], ids=["a number in the batch", "no cursor id", "no cursor"])
+def test_a_malformed_reply_is_refused(raw, message):
+    with pytest.raises(MalformedReply, match=message):
+        _cursor_reply(raw)
