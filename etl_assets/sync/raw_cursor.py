@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 _RAW_REPLY = CodecOptions(document_class=RawBSONDocument)
 _INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
-_DOCUMENT, _ARRAY, _STRING, _INT64_TYPE = 0x03, 0x04, 0x02, 0x12
+_DOCUMENT, _ARRAY, _STRING, _INT32_TYPE, _INT64_TYPE = 0x03, 0x04, 0x02, 0x10, 0x12
 # Value sizes of the fixed-size BSON types; the others are read from the value (see _value_end).
 _FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8,
                 0x13: 16, 0x7F: 0, 0xFF: 0}
@@ -71,6 +71,8 @@ def _cursor_reply(reply: bytes) -> tuple[int, list[bytes]]:
     for kind, key, start in _elements(reply, cursor):
         if key == b"id" and kind == _INT64_TYPE:
             cursor_id = _INT64.unpack_from(reply, start)[0]
+        elif key == b"id" and kind == _INT32_TYPE:  # MongoDB sends a long; a smaller id may come as an int
+            cursor_id = _INT32.unpack_from(reply, start)[0]
         elif key in (b"firstBatch", b"nextBatch") and kind == _ARRAY:
             documents = _documents_of_array(reply, start)
     if cursor_id is None or documents is None:

@@ -78,6 +78,10 @@ def test_a_reply_with_the_fields_servers_add_around_the_cursor():
     assert [bson.decode(d) for d in documents] == batch
 
 
+def test_a_cursor_id_sent_as_an_int32_is_read():
+    assert _cursor_reply(reply({"nextBatch": [{"a": 1}], "id": 7, "ns": "db.items"})) == (7, [bson.encode({"a": 1})])
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     (reply({"firstBatch": [1, 2], "id": Int64(0), "ns": "db.items"}), "BSON type 0x10, not a document"),
     (reply({"firstBatch": [], "ns": "db.items"}), "lacks its id or its batch"),
