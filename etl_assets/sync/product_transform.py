@@ -197,7 +197,7 @@ def _at_two_decimals(column: str) -> pl.Expr:
 
 def _columnar_rows(raw: bytes, documents: list[bytes]) -> pl.DataFrame:
     """The documents the columnar path can take, as rows in FRAME_SCHEMA plus their source row and
-    whether their tags list is empty (to be confirmed an array). None at all if the batch's columns
+    whether their tags list is empty (to be confirmed an array). No rows at all if the batch's columns
     do not line up with its documents."""
     documents_column = pl.Series(documents, dtype=pl.Binary)
     try:
@@ -275,9 +275,9 @@ def content_hashes(rows: pl.DataFrame) -> pl.Series:
     ], separator="\0").nchash.md5().alias("content_hash")).to_series()
 
 
-def content_hash(row: dict[str, Any]) -> str:
-    """content_hashes for one row in flatten_product's shape."""
-    return content_hashes(pl.DataFrame([row], schema=FRAME_SCHEMA, orient="row"))[0]
+def row_hashes(rows: list[dict[str, Any]]) -> list[str]:
+    """content_hashes of rows in flatten_product's shape, in one frame."""
+    return content_hashes(pl.DataFrame(rows, schema=FRAME_SCHEMA, orient="row")).to_list()
 
 
 @dataclass

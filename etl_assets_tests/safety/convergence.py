@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import polars as pl
 import sqlalchemy as sa
 from bson import ObjectId
 from pymongo.database import Database
@@ -19,11 +18,10 @@ from pymongo.database import Database
 from etl_assets.sync.carts import SOURCE as CART_SOURCE
 from etl_assets.sync.carts import build_snapshot
 from etl_assets.sync.product_transform import (
-    FRAME_SCHEMA,
     InvalidProduct,
-    content_hashes,
     flatten_product,
     record_id,
+    row_hashes,
 )
 from etl_assets.sync.products import SOURCE as PRODUCT_SOURCE
 
@@ -114,11 +112,6 @@ class CatalogTruth:
     invalid: set[str]
 
 
-def hashes_of(rows: list[dict[str, Any]]) -> list[str]:
-    """The sync's content hashes of rows in flatten_product's shape, computed in one frame."""
-    return content_hashes(pl.DataFrame(rows, schema=FRAME_SCHEMA, orient="row")).to_list()
-
-
 def catalog_truth(product_db: Database) -> CatalogTruth:
     truth = CatalogTruth({}, set())
     valid = []
@@ -127,7 +120,7 @@ def catalog_truth(product_db: Database) -> CatalogTruth:
             valid.append(flatten_product(doc))
         except InvalidProduct:
             truth.invalid.add(record_id(doc))
-    truth.hashes.update(zip((row["id"] for row in valid), hashes_of(valid), strict=True))
+    truth.hashes.update(zip((row["id"] for row in valid), row_hashes(valid), strict=True))
     return truth
 
 
@@ -138,7 +131,7 @@ def product_problems(truth: CatalogTruth, cart_db: sa.Engine, warehouse: sa.Engi
     problems = []
     copy = {row.id: row for row in rows}
     synced = [row for row in rows if row.is_active and row.id in truth.hashes]
-    recomputed = dict(zip((row.id for row in synced), hashes_of([stored_content(row) for row in synced]),
+    recomputed = dict(zip((row.id for row in synced), row_hashes([stored_content(row) for row in synced]),
                           strict=True))
     if len(copy) != len(rows):
         problems.append(f"{len(rows) - len(copy)} duplicate ids in the copy")

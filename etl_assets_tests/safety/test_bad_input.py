@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from etl_assets.sync.carts import SOURCE as CART_SOURCE
 from etl_assets.sync.carts import build_snapshot, sync_carts
-from etl_assets.sync.product_transform import content_hash, flatten_product, record_id
+from etl_assets.sync.product_transform import flatten_product, record_id, row_hashes
 from etl_assets.sync.products import SOURCE as PRODUCT_SOURCE
 from etl_assets.sync.products import sync_products
 from etl_assets_tests.safety.bad_input_corpus import (
@@ -66,7 +66,7 @@ def product_problems(kind, doc: dict, copy: dict, quarantine: dict) -> list[str]
     stored = stored_content(row)
     problems = [f"{kind.name}: {column} stored as {stored[column]!r:.80}, source has {expected[column]!r:.80}"
                 for column in (*PRODUCT_COLUMNS, "tags_json") if stored[column] != expected[column]]
-    if not row["content_hash"] == content_hash(expected) == content_hash(stored):
+    if row_hashes([expected, stored]) != [row["content_hash"]] * 2:
         problems.append(f"{kind.name}: content hash differs from the source's")
     if not row["is_active"]:
         problems.append(f"{kind.name}: stored inactive")
