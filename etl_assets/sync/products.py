@@ -1,14 +1,13 @@
 """Product sync: Product MongoDB `products` → Cart PostgreSQL `product`.
 
-Streams the source in batches of raw documents (full mode: one server cursor over the collection; incremental
-mode: one cursor over the (updatedAt, _id) index from the watermark), with the next batch read ahead
-while this one is transformed (product_transform) and loaded. Each document is flattened and
-validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT … ON
-CONFLICT; into an empty copy, COPY straight in) and the rest are quarantined. Unchanged rows are not
-rewritten (content hash). After a complete full pass, active rows not seen valid are deactivated,
-never deleted. Each batch commits on its own and the watermark
-is saved only at the end, so a killed run is simply run again and converges.
-"""
+Streams the source in batches of raw documents (full mode: one server cursor over the collection;
+incremental mode: one cursor over the (updatedAt, _id) index from the watermark), with the next batch
+read ahead while this one is transformed (product_transform) and loaded. Each document is flattened
+and validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT …
+ON CONFLICT; into an empty copy, COPY straight in) and the rest are quarantined. Unchanged rows are
+not rewritten (content hash). After a complete full pass, active rows not seen valid are
+deactivated, never deleted. Each batch commits on its own and the watermark is saved only at the
+end, so a killed run is simply run again and converges."""
 
 from __future__ import annotations
 
@@ -138,9 +137,9 @@ class ProductLoader:
     counts what the writes would change; it touches nothing but its own temp tables.
 
     Into a copy that was empty when the session began (a first load, a rebuilt database), batches are
-    copied straight into `product`: no staging, no conflict handling, a third less work for PostgreSQL. The
-    first conflict (a row that appeared meanwhile) rolls that batch back to a savepoint, upserts it
-    instead, and ends straight copies for the session."""
+    copied straight into `product`: no staging, no conflict handling, a third less work for
+    PostgreSQL. The first conflict (a row that appeared meanwhile) rolls that batch back to a
+    savepoint, upserts it instead, and ends straight copies for the session."""
 
     def __init__(self, cart_db: Engine, *, dry_run: bool):
         self.dry_run = dry_run
@@ -191,18 +190,21 @@ class ProductLoader:
 
     def deactivate_unseen(self) -> int:
         with self.conn.cursor() as cur:
-            if self.straight_copies:
-                # The copy started empty and every batch went straight in: unless another writer added
-                # rows meanwhile, it holds exactly the rows seen. (Nothing deletes from the copy.)
-                cur.execute(_COUNT_COPY)
-                if cur.fetchone()[0] == self.copied_straight:
-                    self.conn.commit()
-                    return 0
-            cur.execute(_ANALYZE_SEEN)
-            cur.execute(_COUNT_UNSEEN if self.dry_run else _DEACTIVATE_UNSEEN)
-            deactivated = cur.fetchone()[0] if self.dry_run else cur.rowcount
+            if self.straight_copies and self._holds_only_copied(cur):
+                deactivated = 0
+            else:
+                cur.execute(_ANALYZE_SEEN)
+                cur.execute(_COUNT_UNSEEN if self.dry_run else _DEACTIVATE_UNSEEN)
+                deactivated = cur.fetchone()[0] if self.dry_run else cur.rowcount
         self.conn.commit()
         return deactivated
+
+    def _holds_only_copied(self, cur: Any) -> bool:
+        """Whether the copy, which started empty and took every batch straight in, holds exactly the
+        rows copied: unless another writer added rows meanwhile, they are the rows seen. (Nothing
+        deletes from the copy.)"""
+        cur.execute(_COUNT_COPY)
+        return cur.fetchone()[0] == self.copied_straight
 
 
 # ---------- the sync ----------

@@ -81,7 +81,8 @@ def _cursor_reply(reply: bytes) -> tuple[int, list[bytes]]:
 
 
 def _documents_of_array(data: bytes, start: int) -> list[bytes]:
-    """The elements of the array at `start`, each a document, as their own bytes."""
+    """The elements of the array at `start`, each a document, as their own bytes. (A loop of its own,
+    not _elements: it runs once per document of every batch.)"""
     end = start + _INT32.unpack_from(data, start)[0] - 1
     documents, position = [], start + 4
     while position < end:
