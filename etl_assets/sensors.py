@@ -12,7 +12,7 @@ changes never launch twice, even when a tick is evaluated again after a crash.
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -58,9 +58,12 @@ def _digest(value: Any) -> str:
 
 # ---------- products ----------
 
-def newest_product_change(products: Collection, since: datetime | None) -> tuple[datetime | None, int]:
-    """The newest updatedAt after `since` and how many products changed after it."""
-    query = {"updatedAt": {"$gt": since}} if since else {"updatedAt": {"$type": "date"}}
+def newest_product_change(
+    products: Collection, since: datetime | None, now: datetime
+) -> tuple[datetime | None, int]:
+    """The newest updatedAt after `since`, up to `now`, and how many products changed in between. A
+    product dated in the future would otherwise move the cursor past every change still to come."""
+    query = {"updatedAt": {"$gt": since or datetime.min.replace(tzinfo=UTC), "$lte": now}}
     newest = products.find_one(query, {"updatedAt": 1}, sort=[("updatedAt", -1)])
     if newest is None:
         return None, 0
@@ -91,7 +94,7 @@ def _product_sync_request(run_key: str, changed: int) -> dg.RunRequest:
 
 def _poll_products(products: Collection, state: dict[str, Any]) -> dg.SensorResult:
     since = _when(state.get("updated_at"))
-    newest, changed = newest_product_change(products, since)
+    newest, changed = newest_product_change(products, since, datetime.now(UTC))
     if newest is None:
         return dg.SensorResult(skip_reason=f"no product changed after {_iso(since) or 'the start'}",
                                cursor=dump_cursor(state))
@@ -186,7 +189,7 @@ def cart_changes(context: dg.SensorEvaluationContext, cart_db: PostgresStoreReso
 # ---------- orders ----------
 
 def newest_order(orders: Collection, before: datetime) -> datetime | None:
-    newest = orders.find_one({"createdAt": {"$lt": before, "$type": "date"}}, {"createdAt": 1},
+    newest = orders.find_one({"createdAt": {"$gte": DAILY.start, "$lt": before}}, {"createdAt": 1},
                              sort=[("createdAt", -1)])
     return newest["createdAt"] if newest else None
 

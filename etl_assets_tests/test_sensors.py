@@ -62,6 +62,22 @@ def test_product_changes_polls_updated_at_past_the_cursor(stores, instance):
     assert json.loads(changed.cursor)["updated_at"] == t2.isoformat()
 
 
+def test_a_product_dated_in_the_future_does_not_move_the_cursor_past_now(stores, instance):
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    stores.product_db.products.insert_one(product(future))
+    empty = tick("product_changes", stores, instance)
+    assert empty.skip_message and not empty.run_requests
+
+    recent = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    stores.product_db.products.insert_one(product(recent))
+    first = tick("product_changes", stores, instance, empty.cursor)
+    assert json.loads(first.cursor) == {"updated_at": recent.isoformat()}
+    later = recent + timedelta(seconds=30)
+    stores.product_db.products.update_one({"updatedAt": recent}, {"$set": {"updatedAt": later}})
+    assert run_keys(tick("product_changes", stores, instance, first.cursor)) == [
+        f"product-changes-{later.isoformat()}"]
+
+
 @pytest.fixture
 def change_stream(monkeypatch):
     monkeypatch.setattr(sensors, "SETTINGS", dataclasses.replace(SETTINGS, product_change_stream=True))

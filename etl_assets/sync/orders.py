@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 import sqlalchemy as sa
 from bson import Decimal128, ObjectId
+from bson.datetime_ms import DatetimeMS
 from pymongo.database import Database
 from sqlalchemy.engine import Connection, Engine
 
@@ -114,6 +115,8 @@ def read_timestamp(value: Any, path: str) -> datetime | None:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
             raise UnreadableFieldError(path, value, "an ISO 8601 timestamp") from None
+    if isinstance(value, DatetimeMS):  # a BSON date beyond Python's (see stores.mongo_client)
+        raise UnreadableFieldError(path, value, "a timestamp within years 1 to 9999")
     if not isinstance(value, datetime):
         raise UnreadableFieldError(path, value, "a timestamp")
     # BSON dates are UTC; a naive one comes from a client that dropped the zone.

@@ -24,7 +24,8 @@ import polars_hash  # noqa: F401 - registers the .nchash expressions (MD5 in Rus
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pymongoarrow imports it on first use: at import, not inside the first batch
 from bson import Decimal128, ObjectId
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.datetime_ms import DatetimeMS
 from pymongoarrow.context import PyMongoArrowContext
 from pymongoarrow.schema import Schema
 from pymongoarrow.types import ObjectIdType
@@ -38,7 +39,8 @@ FRAME_SCHEMA = {
     "category": pl.String, "description": pl.String, "rating": pl.Float64, "quantity": pl.Int64,
     "tags_json": pl.String, "source_updated_at": pl.Datetime("us", "UTC"),
 }
-CODEC = CodecOptions(tz_aware=True, tzinfo=UTC)
+# A date outside Python's years 1..9999 decodes as a DatetimeMS, which its field's check rejects.
+CODEC = CodecOptions(tz_aware=True, tzinfo=UTC, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 CENT = Decimal("0.01")
 _TAGS_JSON = json.JSONEncoder(ensure_ascii=False).encode
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -115,6 +117,8 @@ def _updated_at(doc: dict) -> datetime | None:
     value = doc.get("updatedAt")
     if value is None:
         return None
+    if isinstance(value, DatetimeMS):
+        raise InvalidProduct(f"updatedAt: a date outside years 1 to 9999 ({value})")
     if not isinstance(value, datetime):
         raise InvalidProduct(f"updatedAt: expected a date, got {type(value).__name__} {short_repr(value, REASON_VALUE_CHARS)}")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -175,6 +179,8 @@ _NO_ROWS = pl.DataFrame(schema={_ROW: pl.UInt32, **FRAME_SCHEMA, "empty_tags": p
 EXACT_INT_LIMIT = 2.0**53  # every integer below this in magnitude survives the trip through float64
 _NEEDS_JSON_ESCAPE = r'[\x00-\x1f"\\]'
 _TAGS_KEY = b"tags\x00"
+# Python's datetime range: a date outside it takes the exact path, which rejects it.
+_DATETIME_RANGE = (datetime.min, datetime.max.replace(microsecond=999000))
 _BSON_ARRAY = 0x04
 
 
@@ -214,6 +220,7 @@ def _columnar_rows(raw: bytes, documents: list[bytes]) -> pl.DataFrame:
         ~pl.col("probed_bool"),
         _at_two_decimals("price"), _at_two_decimals("rating"),
         quantity == quantity.floor(), quantity.abs() < EXACT_INT_LIMIT,
+        pl.col("updatedAt").is_between(*_DATETIME_RANGE),
         ~tags.list.eval(pl.element().is_null()).list.any(),
         ~tags.list.join(",").str.contains(_NEEDS_JSON_ESCAPE),
     ).select(

@@ -6,8 +6,9 @@ read ahead while this one is transformed (product_transform) and loaded. Each do
 and validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT …
 ON CONFLICT; into an empty copy, COPY straight in) and the rest are quarantined. Unchanged rows are
 not rewritten (content hash). After a complete full pass, active rows not seen valid are
-deactivated, never deleted. Each batch commits on its own and the watermark is saved only at the
-end, so a killed run is simply run again and converges."""
+deactivated, never deleted. Each batch commits on its own and the watermark (the newest updatedAt
+read, never past the sync's own start) is saved only at the end, so a killed run is simply run again
+and converges."""
 
 from __future__ import annotations
 
@@ -267,6 +268,9 @@ def sync_products(
             # Only after a complete pass: active rows the pass did not see valid left the source.
             report.deactivated = loader.deactivate_unseen()
 
+    if max_updated and max_updated > started_at:
+        # A product dated in the future must not carry the watermark past changes still to come.
+        max_updated = started_at
     report.watermark_after = {"updated_at": max_updated.isoformat()} if max_updated else watermark
     if not dry_run:
         if full:

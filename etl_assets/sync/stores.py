@@ -6,6 +6,7 @@ from importlib import resources
 
 import pymongo
 import sqlalchemy as sa
+from bson.codec_options import DatetimeConversion
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from sqlalchemy.engine import Engine, make_url
@@ -47,6 +48,9 @@ def mongo_client(uri: str, *, store: str, timeout_s: float) -> pymongo.MongoClie
         connectTimeoutMS=timeout_ms,
         appname="shop-sync",
         tz_aware=True,
+        # A date outside Python's years 1..9999 decodes as a DatetimeMS, for the sync to quarantine,
+        # instead of failing the read of its whole batch.
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO,
     )
     try:
         client.admin.command("ping")

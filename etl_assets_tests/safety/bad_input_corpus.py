@@ -73,6 +73,8 @@ PRODUCT_KINDS: list[ProductKind] = [
     ProductKind("COPY end-of-data marker on its own line", COPY_END_MARKER_TEXTS),
     ProductKind("literal \\u0000 text", {"description": LITERAL_NUL_ESCAPE, "tags": [LITERAL_NUL_ESCAPE]}),
     ProductKind("title of exactly 1000 characters", {"title": "t" * 1000}),
+    ProductKind("updatedAt the last millisecond of year 9999",
+                {"updatedAt": datetime.max.replace(microsecond=999000, tzinfo=UTC)}),
     # Invalid: missing or wrongly typed fields.
     ProductKind("title missing", {"title": MISSING}, "title: required field missing"),
     ProductKind("image missing", {"image": MISSING}, "image: required field missing"),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from bson import Decimal128, ObjectId
+from bson.datetime_ms import DatetimeMS
 
 from etl_assets.sync.orders import (
     SOURCE,
@@ -71,6 +72,7 @@ def test_flatten_coerces_bson_and_text_values() -> None:
     ({"orderItems": "p1 x2"}, "orderItems: cannot be read as a list of items"),
     ({"userId": 42}, "userId: cannot be read as text"),
     ({"paidAt": "yesterday"}, "paidAt: cannot be read as an ISO 8601 timestamp"),
+    ({"paidAt": DatetimeMS(2**62)}, "paidAt: cannot be read as a timestamp within years 1 to 9999"),
 ])
 def test_flatten_names_the_field_it_cannot_coerce(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(UnreadableFieldError, match=message.replace("(", r"\(").replace(")", r"\)")):

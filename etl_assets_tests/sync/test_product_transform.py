@@ -12,6 +12,7 @@ import bson
 import polars as pl
 import pytest
 from bson import Decimal128, Int64, ObjectId
+from bson.datetime_ms import DatetimeMS
 from bson.son import SON
 
 from etl_assets.schemas.products import SourceProduct
@@ -118,6 +119,20 @@ def test_watermark_is_the_latest_date_among_all_documents_valid_or_not():
     late = datetime(2027, 1, 1, tzinfo=UTC)
     batch = transform_batch([bson.encode(d) for d in (product(1), product(2, price="x", updatedAt=late))])
     assert batch.max_updated_at == late
+
+
+def test_dates_beyond_python_are_quarantined_and_do_not_sink_their_batch():
+    # BSON dates span ±290 million years; Python's stop at years 1 and 9999. (secantusdb refuses to store
+    # such dates, so this is shown on raw BSON, as a real MongoDB would send it.)
+    first_ms, last_ms = (int(DatetimeMS(d.replace(tzinfo=UTC))) for d in (datetime.min, datetime.max))
+    dates = [DatetimeMS(last_ms + 1), DatetimeMS(first_ms - 1), DatetimeMS(last_ms), DatetimeMS(first_ms)]
+    batch = transform_batch([bson.encode(product(n, updatedAt=date)) for n, date in enumerate(dates)])
+    assert [(r.record_id, r.reason) for r in batch.rejections] == [
+        (f"{n:024x}", f"updatedAt: a date outside years 1 to 9999 (DatetimeMS({ms}))")
+        for n, ms in enumerate((last_ms + 1, first_ms - 1))
+    ]
+    assert batch.valid["id"].to_list() == [f"{2:024x}", f"{3:024x}"]
+    assert batch.max_updated_at == datetime.max.replace(microsecond=999000, tzinfo=UTC)
 
 
 def test_content_hash_is_md5_of_the_documented_canonical_form():

@@ -177,6 +177,21 @@ def test_incremental_sync_reads_only_changes_after_watermark(stores):
     assert float(copy_rows(stores)[f"{7:024x}"]["price"]) == 777
 
 
+def test_a_product_dated_in_the_future_does_not_hide_later_changes(stores):
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    stores.product_db.products.insert_many([product(1, updatedAt=future), product(2)])
+    before = datetime.now(UTC)
+    full = run(stores, mode="full")
+    assert before <= datetime.fromisoformat(full.watermark_after["updated_at"]) <= datetime.now(UTC)
+
+    stores.product_db.products.update_one({"_id": ObjectId(f"{2:024x}")},
+                                          {"$set": {"price": 222, "updatedAt": datetime.now(UTC)}})
+    report = run(stores, mode="incremental")
+    # The change, plus the future-dated product, which every incremental sync re-reads and leaves alone.
+    assert (report.read, report.updated, report.unchanged) == (2, 1, 1)
+    assert float(copy_rows(stores)[f"{2:024x}"]["price"]) == 222
+
+
 def test_dry_run_writes_nothing(stores):
     stores.product_db.products.insert_many([product(n) for n in range(1, 11)] + [product(11, price=-1)])
     report = run(stores, mode="full", dry_run=True)
