@@ -4,11 +4,10 @@
 import dagster as dg
 import sqlalchemy as sa
 
-from etl_assets.assets.common import STORE_RETRY, SyncConfig, report_metadata
+from etl_assets.assets.common import STORE_RETRY, SyncConfig, quarantine_metadata, report_metadata
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.carts import CartSnapshot
 from etl_assets.sync.carts import COLLECTION, SOURCE, sync_carts
-from etl_assets.sync.quarantine import Quarantine, open_rejections
 from etl_assets.sync.stores import apply_sql_file
 
 _CART_VERSION = sa.text("SELECT count(*) AS carts, max(updated_at) AS updated_at, max(version) AS version FROM cart")
@@ -67,14 +66,10 @@ def order_db_carts(
         run_id=context.run.run_id,
         progress=context.log.info,
     )
-    rejections = open_rejections(warehouse_engine, SOURCE, limit=10)
     return dg.MaterializeResult(metadata={
         **report_metadata(report),
+        **quarantine_metadata(warehouse_engine, SOURCE),
         "collection_documents": order_db.db()[COLLECTION].estimated_document_count(),
-        "quarantine_open": Quarantine(warehouse_engine, SOURCE, context.run.run_id).open_count(),
-        "quarantine_sample": dg.MetadataValue.md(
-            "\n".join(f"- `{r['record_id']}`: {r['reason']}" for r in rejections) or "none"
-        ),
         "dagster/column_schema": _snapshot_schema(),
     })
 

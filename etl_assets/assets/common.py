@@ -1,12 +1,19 @@
-"""What every sync asset shares: its run config, its retry policy and how a report becomes metadata."""
+"""What the assets share: the sync run config and retry policy, how a report and the quarantine become
+metadata, and how a source collection is observed."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import dagster as dg
+from pymongo.collection import Collection
+from sqlalchemy.engine import Engine
 
+from etl_assets.sync.quarantine import open_count, open_rejections
 from etl_assets.sync.report import SyncReport
+from etl_assets.sync.stores import collection_fingerprint
+
+QUARANTINE_SAMPLE = 10  # open quarantine rows a materialization quotes
 
 # Store-touching steps retry with exponential backoff and jitter; a dead store fails fast (timeouts)
 # and the retry starts from the persisted watermark, so it converges. Delays are 3·(2^n − 1) s ± 3 s:
@@ -33,3 +40,24 @@ def report_metadata(report: SyncReport) -> dict[str, dg.RawMetadataValue]:
         "written": written,
         "dagster/row_count": report.read - report.quarantined,
     }
+
+
+def quarantine_metadata(warehouse: Engine, source: str) -> dict[str, dg.RawMetadataValue]:
+    """How many records of `source` wait in quarantine, and the newest of them with their reasons."""
+    rows = open_rejections(warehouse, source, QUARANTINE_SAMPLE)
+    return {
+        "quarantine_open": open_count(warehouse, source),
+        "quarantine_sample": dg.MetadataValue.md(
+            "\n".join(f"- `{r['record_id']}`: {r['reason']}" for r in rows) or "none"),
+    }
+
+
+def observe_collection(collection: Collection, date_field: str) -> dg.ObserveResult:
+    """A source collection's observation: its data version changes when a document is added or removed,
+    or a newer `date_field` appears."""
+    count, newest = collection_fingerprint(collection, date_field)
+    newest_text = newest.isoformat() if newest else "none"
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(f"{count}@{newest_text}"),
+        metadata={"dagster/row_count": count, f"newest_{date_field}": newest_text},
+    )

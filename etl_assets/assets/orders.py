@@ -6,11 +6,10 @@ import dagster as dg
 import pandera.polars as pa
 from sqlalchemy.engine import Engine
 
-from etl_assets.assets.common import STORE_RETRY, report_metadata
+from etl_assets.assets.common import STORE_RETRY, observe_collection, quarantine_metadata, report_metadata
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
-from etl_assets.sync.orders import SOURCE, order_fingerprint, quarantine_undated_orders, sync_order_day
-from etl_assets.sync.quarantine import open_rejections
+from etl_assets.sync.orders import SOURCE, quarantine_undated_orders, sync_order_day
 from etl_assets.sync.stores import apply_sql_file
 from etl_assets.sync.warehouse import table_columns
 
@@ -52,12 +51,6 @@ def column_schema(engine: Engine, table: str, model: type[pa.DataFrameModel]) ->
     ])
 
 
-def rejections_markdown(engine: Engine, source: str, limit: int = 5) -> dg.MetadataValue:
-    """The newest open quarantine rows of a source, one Markdown line each."""
-    rows = open_rejections(engine, source, limit)
-    return dg.MetadataValue.md("\n".join(f"- `{r['record_id']}`: {r['reason']}" for r in rows) or "none")
-
-
 @dg.observable_source_asset(
     key=["order_db", "orders"],
     group_name="orders",
@@ -66,12 +59,7 @@ def rejections_markdown(engine: Engine, source: str, limit: int = 5) -> dg.Metad
     "order is added or removed, or a newer createdAt appears.",
 )
 def order_db_orders(order_db: MongoStoreResource) -> dg.ObserveResult:
-    count, newest = order_fingerprint(order_db.db())
-    newest_text = newest.isoformat() if newest else "none"
-    return dg.ObserveResult(
-        data_version=dg.DataVersion(f"{count}@{newest_text}"),
-        metadata={"orders": count, "newest_created_at": newest_text},
-    )
+    return observe_collection(order_db.db()["orders"], "createdAt")
 
 
 @dg.asset(
@@ -106,7 +94,7 @@ def warehouse_orders(
         )
     return dg.MaterializeResult(metadata={
         "undated_quarantined": undated,
-        "open_rejections": rejections_markdown(engine, SOURCE),
+        **quarantine_metadata(engine, SOURCE),
         "dagster/column_schema": column_schema(engine, "orders", OrdersTable),
         "order_items_column_schema": column_schema(engine, "order_items", OrderItemsTable),
     })

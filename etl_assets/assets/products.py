@@ -2,10 +2,15 @@
 
 import dagster as dg
 
-from etl_assets.assets.common import STORE_RETRY, SyncConfig, report_metadata
+from etl_assets.assets.common import (
+    STORE_RETRY,
+    SyncConfig,
+    observe_collection,
+    quarantine_metadata,
+    report_metadata,
+)
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync.products import BATCH_SIZE, SOURCE, sync_products
-from etl_assets.sync.quarantine import open_rejections
 from etl_assets.sync.stores import apply_sql_file
 
 PRODUCT_COLUMNS = dg.TableSchema(columns=[
@@ -25,6 +30,7 @@ PRODUCT_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("synced_at", "timestamptz", description="last time the ETL wrote the row"),
 ])
 
+
 class ProductSyncConfig(SyncConfig):
     """Run config of the product sync; larger batches amortise per-batch validation."""
 
@@ -34,15 +40,13 @@ class ProductSyncConfig(SyncConfig):
 @dg.observable_source_asset(
     key=["product_db", "products"],
     group_name="products",
-    description="The product service's catalog (Product MongoDB `products`). Read only.",
+    description="The product service's catalog (Product MongoDB `products`). Read only. Its data version "
+    "changes when a product is added or removed, or a newer updatedAt appears.",
     tags={"dagster/kind/mongodb": ""},
 )
-def product_db_products(product_db: MongoStoreResource) -> dg.DataVersion:
-    stats = list(product_db.db()["products"].aggregate([
-        {"$group": {"_id": None, "count": {"$sum": 1}, "newest": {"$max": "$updatedAt"}}},
-    ]))
-    count, newest = (stats[0]["count"], stats[0]["newest"]) if stats else (0, None)
-    return dg.DataVersion(f"{count}@{newest.isoformat() if newest else '-'}")
+def product_db_products(product_db: MongoStoreResource) -> dg.ObserveResult:
+    return observe_collection(product_db.db()["products"], "updatedAt")
+
 
 @dg.asset(
     key=["cart_db", "product"],
@@ -69,12 +73,9 @@ def cart_db_product(
         run_id=context.run.run_id, progress=context.log.info,
     )
     context.log.info(f"product sync done: {report.as_dict()}")
-    rejected = open_rejections(warehouse.engine(), SOURCE)
     return dg.MaterializeResult(metadata={
-        **report_metadata(report),
-        "quarantine_sample": dg.MetadataValue.md(
-            "\n".join(f"- `{r['record_id']}`: {r['reason']}" for r in rejected) or "none"
-        ),
+        **report_metadata(report), **quarantine_metadata(warehouse.engine(), SOURCE),
     })
+
 
 product_assets = [product_db_products, cart_db_product]

@@ -305,14 +305,3 @@ def quarantine_undated_orders(order_db: Database, warehouse: Engine, *, run_id: 
     with warehouse.begin() as conn:
         conn.execute(_RESOLVE_UNDATED, {"source": SOURCE, "started_at": started_at})
     return undated
-
-
-def order_fingerprint(order_db: Database) -> tuple[int, datetime | None]:
-    """(number of orders, newest createdAt), computed by the server: the source's data version."""
-    summary = next(order_db.orders.aggregate([
-        {"$group": {"_id": None, "count": {"$sum": 1}, "newest": {"$max": "$createdAt"}}},
-    ]), None)
-    if summary is None:
-        return 0, None
-    newest = summary["newest"]
-    return summary["count"], newest if isinstance(newest, datetime) else None

@@ -87,11 +87,13 @@ class Quarantine:
                 WHERE source = :source AND resolved_at IS NULL AND last_seen < :started_at
             """), {"source": self.source, "started_at": started_at}).rowcount
 
-    def open_count(self) -> int:
-        with self.warehouse.connect() as conn:
-            return conn.execute(sa.text(
-                "SELECT count(*) FROM etl_quarantine WHERE source = :source AND resolved_at IS NULL"
-            ), {"source": self.source}).scalar_one()
+
+def open_count(warehouse: Engine, source: str) -> int:
+    """How many records of a source wait in quarantine."""
+    with warehouse.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM etl_quarantine WHERE source = :source AND resolved_at IS NULL"
+        ), {"source": source}).scalar_one()
 
 
 def open_rejections(warehouse: Engine, source: str, limit: int = 20) -> list[dict]:

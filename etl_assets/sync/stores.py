@@ -1,12 +1,15 @@
-"""Connections to the three shop stores and the warehouse, failing fast with the store's name."""
+"""Connections to the three shop stores and the warehouse, failing fast with the store's name, and the
+data version of a source collection."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from importlib import resources
 
 import pymongo
 import sqlalchemy as sa
 from bson.codec_options import DatetimeConversion
+from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from sqlalchemy.engine import Engine, make_url
@@ -86,3 +89,15 @@ def apply_sql_file(engine: Engine, name: str) -> None:
     ddl = resources.files("etl_assets").joinpath("sql", name).read_text()
     with engine.begin() as conn:
         conn.exec_driver_sql(ddl)
+
+
+def collection_fingerprint(collection: Collection, date_field: str) -> tuple[int, datetime | None]:
+    """(documents, newest `date_field`), computed by the server: a source collection's data version.
+    The newest is None when no document holds a date there that Python can represent."""
+    summary = next(collection.aggregate([
+        {"$group": {"_id": None, "count": {"$sum": 1}, "newest": {"$max": f"${date_field}"}}},
+    ]), None)
+    if summary is None:
+        return 0, None
+    newest = summary["newest"]
+    return summary["count"], newest if isinstance(newest, datetime) else None

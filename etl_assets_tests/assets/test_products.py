@@ -22,6 +22,7 @@ def test_product_copy_materializes_with_report_metadata(stores):
     assert metadata["dagster/row_count"].value == 30
     assert metadata["batches"].value == 4
     assert "price: greater_than_or_equal_to(0)" in metadata["quarantine_sample"].value
+    assert metadata["quarantine_open"].value == 1
 
 
 def test_source_observation_reports_a_data_version(stores):
@@ -31,4 +32,5 @@ def test_source_observation_reports_a_data_version(stores):
                               jobs=[dg.define_asset_job("observe", selection=[product_db_products])])
         result = defs.resolve_job_def("observe").execute_in_process(instance=instance)
         observation = result.asset_observations_for_node("product_db__products")[0]
-        assert observation.tags["dagster/data_version"].startswith("1@")
+        assert observation.tags["dagster/data_version"] == "1@none"
+        assert observation.metadata["dagster/row_count"].value == 1

@@ -59,7 +59,7 @@ def test_a_day_materializes_with_its_metadata(stores) -> None:
     orders = metadata[("warehouse/orders", day)]
     assert (orders["day"], orders["read"], orders["quarantined"], orders["dagster/row_count"]) == (day, 3, 1, 2)
     assert orders["quarantine_rate"] == round(1 / 3, 4) and orders["items_inserted"] == 2
-    assert "total: equals subtotal + tax + shipping - discount" in orders["open_rejections"]
+    assert "total: equals subtotal + tax + shipping - discount" in orders["quarantine_sample"]
     assert [c.name for c in orders["dagster/column_schema"].columns][:3] == ["order_id", "order_day", "user_id"]
 
     sales = metadata[("warehouse/daily_sales", day)]
