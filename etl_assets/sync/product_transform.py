@@ -3,9 +3,9 @@
 Two paths give the same rows. The columnar path decodes the whole batch into Arrow in C
 (pymongoarrow) and builds the rows with polars expressions. It takes only the documents it can prove
 well-typed: every field present with its contract type, amounts already at two decimals, tags that
-need no JSON escaping. Every other document (a missing field that has a default, a legacy type, any
-bad value) takes the exact path, which decodes it with pymongo and coerces field by field, with a
-reason for each rejection. Then both go through the pandera model and one content hash.
+need no JSON escaping, a date Python can hold. Every other document (a missing field that has a
+default, a legacy type, any bad value) takes the exact path, which decodes it with pymongo and
+coerces field by field, with a reason for each rejection. Then both go through the pandera model and one content hash.
 """
 
 from __future__ import annotations
@@ -179,9 +179,9 @@ _NO_ROWS = pl.DataFrame(schema={_ROW: pl.UInt32, **FRAME_SCHEMA, "empty_tags": p
 EXACT_INT_LIMIT = 2.0**53  # every integer below this in magnitude survives the trip through float64
 _NEEDS_JSON_ESCAPE = r'[\x00-\x1f"\\]'
 _TAGS_KEY = b"tags\x00"
+_BSON_ARRAY = 0x04
 # Python's datetime range: a date outside it takes the exact path, which rejects it.
 _DATETIME_RANGE = (datetime.min, datetime.max.replace(microsecond=999000))
-_BSON_ARRAY = 0x04
 
 
 def _decode(raw: bytes, schema: Schema) -> pl.DataFrame:
