@@ -193,9 +193,12 @@ def store_lines(env: Mapping[str, str]) -> list[str]:
             f"orders: {order_db['orders'].count_documents({})}",
             "  Warehouse        " + ", ".join(f"{table}: {rows}" for table, rows in warehouse_rows.items()),
         ]
-        planted = Counter(bad.source for bad in demo_data.BAD_RECORDS)
+        planted = Counter(bad.source for bad in demo_data.BAD_RECORDS if bad.quarantined)
+        flagged = Counter(bad.defect for bad in demo_data.BAD_RECORDS if not bad.quarantined)
         lines += ["", "Quarantine (open records; the demo planted "
-                  + ", ".join(f"{count} in {source}" for source, count in planted.items()) + ")"]
+                  + ", ".join(f"{count} in {source}" for source, count in planted.items())
+                  + "".join(f"; {count} more ({defect}) load, and a check flags them"
+                            for defect, count in flagged.items()) + ")"]
         with warehouse.connect() as conn:
             quarantined = conn.execute(sa.text("""
                 SELECT source, count(*), (array_agg(record_id || ': ' || reason ORDER BY record_id))[1]

@@ -124,6 +124,12 @@ class BadRecord:
     record_id: str
     defect: str
 
+    @property
+    def quarantined(self) -> bool:
+        """Whether the sync quarantines it. An order whose item names an unknown product loads, and the
+        WARN check items_reference_known_products flags it."""
+        return self.defect != ORDER_UNKNOWN_PRODUCT
+
 
 BAD_RECORDS: tuple[BadRecord, ...] = (
     *(BadRecord("product_db.products", str(_bad_product_id(k)), defect)

@@ -20,6 +20,9 @@ from etl_assets.local.demo_data import (
     load_carts,
     load_sources,
 )
+from etl_assets.sync.carts import sync_carts
+from etl_assets.sync.orders import sync_order_day
+from etl_assets.sync.products import sync_products
 
 DAY = date(2026, 11, 23)
 
@@ -117,3 +120,23 @@ def test_the_retired_product_is_deleted_once(stores) -> None:
     assert delete_retired_product(env) == 1
     assert delete_retired_product(env) == 0
     assert stores.product_db["products"].find_one({"_id": RETIRED_PRODUCT_ID}) is None
+
+
+def test_the_syncs_quarantine_exactly_the_bad_records_the_demo_says_they_will(stores) -> None:
+    env = stores.env()
+    data = build_demo_data(today=DAY)
+    load_sources(env, data)
+    sync_products(stores.product_db, stores.cart_engine, stores.warehouse_engine, mode="full", run_id="demo-1")
+    load_carts(env, data)
+    delete_retired_product(env)
+    sync_products(stores.product_db, stores.cart_engine, stores.warehouse_engine, mode="full", run_id="demo-2")
+    sync_carts(stores.cart_engine, stores.order_db, stores.warehouse_engine, mode="full", run_id="demo-2")
+    first_day = demo_data.history_start(DAY).date()
+    for n in range(demo_data.HISTORY_DAYS):
+        sync_order_day(stores.order_db, stores.warehouse_engine, first_day + timedelta(days=n), run_id="demo-2")
+
+    with stores.warehouse_engine.connect() as conn:
+        quarantined = set(conn.execute(sa.text(
+            "SELECT source, record_id FROM etl_quarantine WHERE resolved_at IS NULL")).tuples())
+    assert quarantined == {(bad.source, bad.record_id) for bad in BAD_RECORDS if bad.quarantined}
+    assert any(not bad.quarantined for bad in BAD_RECORDS)
