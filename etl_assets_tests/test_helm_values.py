@@ -30,6 +30,14 @@ from referencing.jsonschema import DRAFT202012
 
 from etl_assets.k8s import SYNC_TARGETS, TARGET_TAG
 from etl_assets.resources import build_resources
+from etl_assets_tests.chart_instance import (
+    INSTANCE_CONFIG_MAP,
+    RELEASE,
+    ChartRenderError,
+    helm_merge,
+    instance_config_errors,
+    render_instance,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HELM_VALUES = REPO_ROOT / "helm-values"
@@ -38,16 +46,12 @@ SUBCHART_SCHEMA = HELM_VALUES / "chart-schema" / "dagster-user-deployments-value
 MANIFESTS = sorted((HELM_VALUES / "manifests").glob("*.yaml"))
 # The oldest Kubernetes the deployment supports, and the newest one kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.30", kubernetes_validate.latest_version())
-# The chart's fullname for release "dagster" is "dagster"; its instance ConfigMap is <fullname>-instance.
-RELEASE = "dagster"
 STORE_ACCESS_LABEL = {"shop-sync/store-access": "true"}
-VALUES_FILES = {
-    "values.yaml": ["values.yaml"],
-    "values-dev.yaml alone": ["values-dev.yaml"],
-    "values.yaml + values-dev.yaml": ["values.yaml", "values-dev.yaml"],
-}
-# What a cluster receives: production, and development with its overlay.
-DEPLOYED_VALUES = {"prod": ["values.yaml"], "dev": ["values.yaml", "values-dev.yaml"]}
+OVERLAYS = sorted(path.name for path in HELM_VALUES.glob("values-*.yaml"))
+# What a cluster receives: values.yaml alone (production), and values.yaml with each overlay.
+DEPLOYED_VALUES = {"values.yaml": ["values.yaml"]} | {
+    f"values.yaml + {overlay}": ["values.yaml", overlay] for overlay in OVERLAYS}
+VALUES_FILES = DEPLOYED_VALUES | {f"{overlay} alone": [overlay] for overlay in OVERLAYS}
 
 
 def validate_strictly(manifest: dict[str, Any]) -> None:
@@ -58,15 +62,6 @@ def validate_strictly(manifest: dict[str, Any]) -> None:
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
-
-
-def helm_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """How Helm combines -f files: maps merge key by key, anything else is replaced."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        both_maps = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = helm_merge(merged[key], value) if both_maps else value
-    return merged
 
 
 def values_of(*files: str) -> dict[str, Any]:
@@ -168,7 +163,7 @@ def test_values_pass_the_user_deployments_subchart_schema(files: list[str]) -> N
 
 
 def test_run_launcher_keys_are_ones_the_chart_accepts(values: dict[str, Any]) -> None:
-    definitions = json.loads(CHART_SCHEMA.read_text())["definitions"]
+    definitions = json.loads(CHART_SCHEMA.read_text())["$defs"]
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     assert set(launcher) <= set(definitions["K8sRunLauncherConfig"]["properties"])
     assert set(launcher["runK8sConfig"]) <= set(definitions["RunK8sConfig"]["properties"])
@@ -194,6 +189,9 @@ def break_values(values: dict[str, Any], path: str, value: Any) -> dict[str, Any
         (CHART_SCHEMA, "runLauncher.config.k8sRunLauncher.imagePullPolicy", None),
         (CHART_SCHEMA, "runLauncher.type", "KubernetesRunLauncher"),
         (CHART_SCHEMA, "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns", "six"),
+        (CHART_SCHEMA, "concurrency.runs.maxConcurrentRuns", "six"),
+        (CHART_SCHEMA, "concurrency.runs.max_concurrent_runs", 6),
+        (CHART_SCHEMA, "concurrency.pools.defaultLimit", "one"),
         (CHART_SCHEMA, "dagster-user-deployments.deployments.0.port", "3030"),
         (CHART_SCHEMA, "telemetry.disabled", True),
         (SUBCHART_SCHEMA, "dagster-user-deployments.deployments.0.readinessProbe.enabled", None),
@@ -307,7 +305,7 @@ def test_run_launcher_matches_dagster_yaml(values: dict[str, Any], instance_yaml
     assert chart["labels"] == ours["labels"] == STORE_ACCESS_LABEL
     assert values["global"]["serviceAccountName"] == ours["service_account_name"]
     assert values["global"]["dagsterHome"] == ours["dagster_home"]
-    assert ours["instance_config_map"] == f"{RELEASE}-instance"
+    assert ours["instance_config_map"] == INSTANCE_CONFIG_MAP
     # dagster.yaml's runs also need the Dagster database URL; the chart passes its password instead.
     assert [secret["name"] for secret in chart["envSecrets"]] == ours["env_secrets"][:-1]
     assert [k8s_snake_case_dict(kubernetes.client.V1Volume, v) for v in chart["volumes"]] == [
@@ -319,40 +317,81 @@ def test_run_launcher_matches_dagster_yaml(values: dict[str, Any], instance_yaml
     assert normalised_k8s_config(chart["runK8sConfig"]) == normalised_k8s_config(ours["run_k8s_config"])
 
 
-def test_daemon_settings_match_dagster_yaml(values: dict[str, Any], instance_yaml: dict[str, Any]) -> None:
-    daemon = values["dagsterDaemon"]
-    assert instance_yaml["run_coordinator"]["class"] == daemon["runCoordinator"]["type"]
-    assert values["additionalInstanceConfig"]["concurrency"] == instance_yaml["concurrency"]
-    assert snake_keys(daemon["runMonitoring"]) == instance_yaml["run_monitoring"]
-    assert snake_keys(daemon["runRetries"]) == instance_yaml["run_retries"]
-    assert snake_keys(daemon["sensors"]) == instance_yaml["sensors"]
-    assert snake_keys(daemon["schedules"]) == instance_yaml["schedules"]
+# --- the instance the chart renders, loaded by Dagster ------------------------------------------
+
+# Blocks only the chart renders: storage from postgresql.* with the password Secret (dagster.yaml reads
+# one URL instead), and the daemon scheduler, which is Dagster's default when dagster.yaml leaves it out.
+CHART_ONLY_BLOCKS = {"scheduler", "schedule_storage", "run_storage", "event_log_storage"}
+# The run launcher differs by what each passes the run pods for the Dagster database (the chart: its
+# password Secret; dagster.yaml: the URL Secret); test_run_launcher_matches_dagster_yaml compares the rest.
+COMPARED_APART = {"run_launcher"}
 
 
-def test_instance_settings_match_dagster_yaml(values: dict[str, Any], instance_yaml: dict[str, Any]) -> None:
-    assert values["telemetry"] == instance_yaml["telemetry"]
-    assert values["computeLogManager"]["type"] == instance_yaml["compute_logs"]["class"]
-    assert snake_keys(values["pythonLogs"]) == instance_yaml["python_logs"]
-    retention = values["retention"]
-    assert retention["enabled"] is True
-    for instigator in ("sensor", "schedule"):
-        assert (
-            retention[instigator]["purgeAfterDays"]
-            == instance_yaml["retention"][instigator]["purge_after_days"]
-        )
-    assert (
-        values["additionalInstanceConfig"]["local_artifact_storage"]
-        == instance_yaml["local_artifact_storage"]
-    )
+@pytest.mark.parametrize("files", DEPLOYED_VALUES.values(), ids=DEPLOYED_VALUES.keys())
+def test_rendered_instance_loads_in_dagster(files: list[str]) -> None:
+    assert instance_config_errors(render_instance(values_of(*files))) == []
+
+
+@pytest.mark.parametrize(
+    ("overlay", "rejected_by"),
+    [
+        # Run limits in both places: the chart's own `fail`.
+        ({"dagsterDaemon": {"runCoordinator": {"config": {"queuedRunCoordinator": {"maxConcurrentRuns": 4}}}}},
+         "Cannot set both concurrency.runs.maxConcurrentRuns"),
+        ({"dagsterDaemon": {"runCoordinator": {"config": {"queuedRunCoordinator": {"tagConcurrencyLimits": [
+            {"key": "shop-sync/target", "value": "cart_db", "limit": 1}]}}}}},
+         "Cannot set both concurrency.runs.tagConcurrencyLimits"),
+        # The limits through additionalInstanceConfig, as these values had them: with the chart's section
+        # disabled it prints `max_concurrent_runs: -1`, which Dagster refuses beside `concurrency.runs`.
+        ({"concurrency": {"enabled": False}, "additionalInstanceConfig": {"concurrency": {"runs": {
+            "max_concurrent_runs": 6}}}},
+         "in `run_coordinator` which is incompatible with the `concurrency > runs` config"),
+        # ... and with it enabled, the ConfigMap would hold `concurrency` twice.
+        ({"additionalInstanceConfig": {"concurrency": {"runs": {"max_concurrent_runs": 6}}}},
+         "additionalInstanceConfig repeats `concurrency`"),
+        # Dagster's own limits on a pool.
+        ({"concurrency": {"pools": {"defaultLimit": -1}}}, "for `pools > default_limit`"),
+        ({"concurrency": {"pools": {"granularity": "step"}}}, "for `granularity`"),
+    ],
+    ids=["max runs twice", "tag limits twice", "limits in additionalInstanceConfig",
+         "concurrency twice", "negative pool limit", "unknown granularity"],
+)
+def test_a_conflicting_overlay_is_rejected(values: dict[str, Any], overlay: dict[str, Any], rejected_by: str) -> None:
+    try:
+        errors = instance_config_errors(render_instance(helm_merge(values, overlay)))
+    except ChartRenderError as error:
+        errors = [str(error)]
+    assert any(rejected_by in error for error in errors), errors
 
 
 @pytest.mark.parametrize("files", DEPLOYED_VALUES.values(), ids=DEPLOYED_VALUES.keys())
 def test_run_queue_keeps_every_sync_target_to_one_run(files: list[str]) -> None:
-    concurrency = values_of(*files)["additionalInstanceConfig"]["concurrency"]
+    instance = render_instance(values_of(*files))
+    assert "max_concurrent_runs" not in instance["run_coordinator"].get("config", {})
+    concurrency = instance["concurrency"]
     limits = {(limit["key"], limit["value"]): limit["limit"]
               for limit in concurrency["runs"]["tag_concurrency_limits"]}
     assert limits == {(TARGET_TAG, target): 1 for target in SYNC_TARGETS}
+    assert concurrency["runs"]["max_concurrent_runs"] > len(SYNC_TARGETS), "room for validation beside syncs"
     assert concurrency["pools"]["default_limit"] == 1
+
+
+def test_rendered_instance_matches_dagster_yaml_key_for_key(
+    values: dict[str, Any], instance_yaml: dict[str, Any]
+) -> None:
+    rendered = render_instance(values)
+    assert set(rendered) - CHART_ONLY_BLOCKS == set(instance_yaml) - {"storage"}
+    for key in set(instance_yaml) - {"storage"} - COMPARED_APART:
+        assert rendered[key] == instance_yaml[key], key
+
+
+def test_rendered_storage_is_the_external_postgres_with_psycopg2(values: dict[str, Any]) -> None:
+    rendered = render_instance(values)
+    postgresql = values["postgresql"]
+    for kind in ("run", "event_log", "schedule"):
+        postgres_db = rendered[f"{kind}_storage"]["config"]["postgres_db"]
+        assert (postgres_db["hostname"], postgres_db["port"], postgres_db["db_name"], postgres_db["scheme"]) == (
+            postgresql["postgresqlHost"], 5432, postgresql["postgresqlDatabase"], "postgresql+psycopg2")
 
 
 def test_dagster_database_is_external_and_reached_with_psycopg2(values: dict[str, Any]) -> None:
