@@ -8,6 +8,7 @@ from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
 from etl_assets.sync import stores
+from etl_assets.sync.stores import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 
 
 class MongoStoreResource(dg.ConfigurableResource):
@@ -55,12 +56,6 @@ class PostgresStoreResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._engine is not None:
             self._engine.dispose()
-
-
-PRODUCT_DB = "Product MongoDB"
-ORDER_DB = "Order MongoDB"
-CART_DB = "Cart PostgreSQL"
-WAREHOUSE = "Warehouse PostgreSQL"
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:

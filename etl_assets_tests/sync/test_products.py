@@ -226,3 +226,15 @@ def test_full_sync_applies_source_content_even_when_updated_at_went_back(stores)
                                           {"$set": {"price": 1234, "updatedAt": restored}})
     assert run(stores, mode="full").updated == 1
     assert float(copy_rows(stores)[f"{1:024x}"]["price"]) == 1234
+
+
+def test_a_full_sync_through_several_routers_reads_every_batch(stores, routers):
+    routers.insert(stores.product_db_name, "products", [product(n) for n in range(1, 26)])
+    client = routers.client()
+    try:
+        report = sync_products(client[stores.product_db_name], stores.cart_engine, stores.warehouse_engine,
+                               mode="full", batch_size=4, run_id="test-run")
+    finally:
+        client.close()
+    assert (report.read, report.inserted, report.batches) == (25, 25, 7)
+    assert len(copy_rows(stores)) == 25

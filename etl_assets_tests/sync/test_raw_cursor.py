@@ -10,16 +10,21 @@ from bson import Int64, ObjectId, Timestamp
 from pymongo import MongoClient, monitoring
 
 from etl_assets.sync.raw_cursor import MalformedReply, _cursor_reply, find_documents
+from etl_assets.sync.stores import PRODUCT_DB, StoreUnavailableError
 
 
 def doc(n: int, minutes: int) -> dict:
     return {"_id": ObjectId(f"{n:024x}"), "n": n, "updatedAt": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)}
 
 
+def read(collection, query=None, **options):
+    return find_documents(collection, query or {}, store=PRODUCT_DB, **options)
+
+
 def test_batches_hold_every_document_as_its_own_bson(stores):
     docs = [doc(n, n) for n in range(25)]
     stores.product_db.items.insert_many(docs)
-    batches = list(find_documents(stores.product_db.items, {}, batch_size=7))
+    batches = list(read(stores.product_db.items, batch_size=7))
     assert [len(batch) for batch in batches] == [7, 7, 7, 4]
     decoded = [bson.decode(document) for batch in batches for document in batch]
     assert sorted(d["n"] for d in decoded) == list(range(25))
@@ -28,40 +33,100 @@ def test_batches_hold_every_document_as_its_own_bson(stores):
 def test_filter_and_sort_reach_the_server(stores):
     # updatedAt runs backwards against n, with two ties broken by _id
     stores.product_db.items.insert_many([doc(n, 100 - n // 2) for n in range(10)])
-    batches = find_documents(stores.product_db.items, {"n": {"$gte": 4}}, batch_size=3,
-                             sort=[("updatedAt", 1), ("_id", 1)])
+    batches = read(stores.product_db.items, {"n": {"$gte": 4}}, batch_size=3, sort=[("updatedAt", 1), ("_id", 1)])
     assert [bson.decode(d)["n"] for batch in batches for d in batch] == [8, 9, 6, 7, 4, 5]
 
 
 def test_an_empty_result_yields_no_batch(stores):
-    assert list(find_documents(stores.product_db.items, {}, batch_size=5)) == []
+    assert list(read(stores.product_db.items, batch_size=5)) == []
 
 
-class CommandNames(monitoring.CommandListener):
+class Commands(monitoring.CommandListener):
+    """The cursor commands a client sent: (name, the address of the server it went to); and the id of
+    each cursor a find opened."""
+
     def __init__(self):
-        self.names: list[str] = []
+        self.sent: list[tuple[str, tuple[str, int]]] = []
+        self.cursor_ids: list[int] = []
 
     def started(self, event):
-        self.names.append(event.command_name)
+        if event.command_name in ("find", "getMore", "killCursors"):
+            self.sent.append((event.command_name, event.connection_id))
 
     def succeeded(self, event):
-        pass
+        if event.command_name == "find":
+            self.cursor_ids.append(event.reply["cursor"]["id"])
 
     def failed(self, event):
         pass
 
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.sent]
+
 
 def test_a_cursor_left_early_is_killed(stores):
     stores.product_db.items.insert_many([doc(n, n) for n in range(10)])
-    listener = CommandNames()
+    listener = Commands()
     client = MongoClient(stores.local.mongo.uri, event_listeners=[listener])
     try:
-        batches = find_documents(client[stores.product_db_name].items, {}, batch_size=3)
+        batches = read(client[stores.product_db_name].items, batch_size=3)
         assert len(next(batches)) == 3
         batches.close()
     finally:
         client.close()
-    assert [name for name in listener.names if name in ("find", "getMore", "killCursors")] == ["find", "killCursors"]
+    assert listener.names == ["find", "killCursors"]
+
+
+def test_every_get_more_and_the_kill_go_to_the_server_that_answered_the_find(stores, routers):
+    routers.insert(stores.product_db_name, "items", [doc(n, n) for n in range(10)])
+    listener = Commands()
+    client = routers.client(event_listeners=[listener])
+    try:
+        items = client[stores.product_db_name].items
+        assert sorted(bson.decode(d)["n"] for batch in read(items, batch_size=3) for d in batch) == list(range(10))
+        early = read(items, batch_size=3)
+        assert len(next(early)) == 3
+        early.close()
+    finally:
+        client.close()
+    assert listener.names == ["find", "getMore", "getMore", "getMore", "find", "killCursors"]
+    first, second = listener.sent[:4], listener.sent[4:]
+    assert {address for _, address in first} == {first[0][1]}
+    assert {address for _, address in second} == {second[0][1]}
+    assert first[0][1] != second[0][1]  # the routers were chosen in turn: pinning, not luck
+
+
+def test_a_cursor_the_server_killed_is_an_unavailable_store_error(stores):
+    stores.product_db.items.insert_many([doc(n, n) for n in range(10)])
+    listener = Commands()
+    client = MongoClient(stores.local.mongo.uri, event_listeners=[listener])
+    try:
+        batches = read(client[stores.product_db_name].items, batch_size=3)
+        assert len(next(batches)) == 3
+        stores.product_db.command("killCursors", "items", cursors=[Int64(listener.cursor_ids[0])])
+        with pytest.raises(StoreUnavailableError, match=r"^Product MongoDB is unavailable: .*cursor") as lost:
+            next(batches)
+    finally:
+        client.close()
+    assert lost.value.store == PRODUCT_DB
+    assert "CursorNotFound" in lost.value.reason
+
+
+def test_the_server_holding_the_cursor_going_away_is_an_unavailable_store_error(stores, routers):
+    routers.insert(stores.product_db_name, "items", [doc(n, n) for n in range(10)])
+    listener = Commands()
+    client = routers.client(event_listeners=[listener], serverSelectionTimeoutMS=2000)
+    try:
+        batches = read(client[stores.product_db_name].items, batch_size=3)
+        assert len(next(batches)) == 3
+        _, (_, port) = listener.sent[0]
+        next(proxy for proxy in routers.proxies if proxy.port == port).close()  # its router is gone
+        with pytest.raises(StoreUnavailableError, match=r"^Product MongoDB is unavailable: ") as lost:
+            next(batches)
+    finally:
+        client.close()
+    assert lost.value.store == PRODUCT_DB
 
 
 def reply(cursor: dict, **top) -> bytes:

@@ -43,6 +43,19 @@ def test_catalog_and_copy_agree_after_a_full_sync_quarantine_included(stores):
             result.active_copy_rows) == (12, 2, 2, 10)
 
 
+def test_the_catalog_is_compared_through_several_routers(stores, routers):
+    routers.insert(stores.product_db_name, "products", [product_doc(n) for n in range(1, 11)])
+    sync_catalog(stores)
+    client = routers.client()
+    try:
+        result = reconcile.reconcile_products(client[stores.product_db_name], stores.cart_engine,
+                                              stores.warehouse_engine, batch_size=3)
+    finally:
+        client.close()
+    assert result.passed, result.details()
+    assert (result.source_documents, result.active_copy_rows) == (10, 10)
+
+
 def test_records_out_of_sync_are_counted_named_and_gone_after_a_sync(stores):
     seed_catalog(stores, 10)
     sync_catalog(stores)
