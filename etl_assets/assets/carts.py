@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from etl_assets.assets.common import STORE_RETRY, SyncConfig, quarantine_metadata, report_metadata
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.carts import CartSnapshot
-from etl_assets.sync.carts import COLLECTION, SOURCE, sync_carts
+from etl_assets.sync.carts import COLLECTION, LIVE, SOURCE, sync_carts
 from etl_assets.sync.stores import apply_sql_file
 
 _CART_VERSION = sa.text("SELECT count(*) AS carts, max(updated_at) AS updated_at, max(version) AS version FROM cart")
@@ -45,7 +45,8 @@ def _snapshot_schema() -> dg.TableSchema:
     retry_policy=STORE_RETRY,
     deps=[dg.AssetKey(["cart_db", "product"]), cart_db_cart],
     description="One snapshot per cart (cart joined with its product, total = price × quantity) in Order "
-                "MongoDB `carts`, upserted with a version guard. Invalid carts go to the warehouse quarantine.",
+                "MongoDB `carts`; the cart row wins, guarded by read time. A deleted cart's snapshot is marked "
+                "`deletedAt`, never removed. Invalid carts go to the warehouse quarantine.",
 )
 def order_db_carts(
     context: dg.AssetExecutionContext,
@@ -70,6 +71,7 @@ def order_db_carts(
         **report_metadata(report),
         **quarantine_metadata(warehouse_engine, SOURCE),
         "collection_documents": order_db.db()[COLLECTION].estimated_document_count(),
+        "live_snapshots": order_db.db()[COLLECTION].count_documents(LIVE),
         "dagster/column_schema": _snapshot_schema(),
     })
 

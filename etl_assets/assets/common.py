@@ -34,10 +34,9 @@ class SyncConfig(dg.Config):
 def report_metadata(report: SyncReport) -> dict[str, dg.RawMetadataValue]:
     """The report as materialization metadata, with the UI's standard row count."""
     data = report.as_dict()
-    written = report.inserted + report.updated + report.deactivated
     return {
         **{key: value for key, value in data.items() if value is not None},
-        "written": written,
+        "written": report.written,
         "dagster/row_count": report.read - report.quarantined,
     }
 

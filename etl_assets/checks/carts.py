@@ -6,7 +6,7 @@ from etl_assets.assets.carts import cart_db_cart, order_db_carts
 from etl_assets.checks.common import ERROR, WARN, evaluate
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync import reconcile
-from etl_assets.sync.carts import COLLECTION
+from etl_assets.sync.carts import COLLECTION, LIVE
 
 
 @dg.asset_check(
@@ -31,8 +31,8 @@ def carts_reference_active_products(cart_db: PostgresStoreResource) -> dg.AssetC
 @dg.asset_check(
     asset=order_db_carts,
     name="matches_schema",
-    description="Every snapshot document satisfies CartSnapshot (pandera), including total = productPrice × "
-    "cartQuantity; documents are streamed in batches.",
+    description="Every live snapshot document (not marked deletedAt) satisfies CartSnapshot (pandera), including "
+    "total = productPrice × cartQuantity; documents are streamed in batches.",
 )
 def cart_snapshots_match_schema(order_db: MongoStoreResource) -> dg.AssetCheckResult:
     return evaluate(lambda: reconcile.cart_snapshot_schema(order_db.db()), ERROR)
@@ -41,9 +41,10 @@ def cart_snapshots_match_schema(order_db: MongoStoreResource) -> dg.AssetCheckRe
 @dg.asset_check(
     asset=order_db_carts,
     name="in_sync_with_cart_db",
-    description="Cart PostgreSQL against the snapshots: carts the sync would snapshot that have none "
+    description="Cart PostgreSQL against the snapshots: carts the sync would snapshot that have no live one "
     "(missing), whose snapshot has another version (stale), or whose snapshot total is not the copy's "
-    "price × the cart's quantity (wrong total).",
+    "price × the cart's quantity (wrong total); and live snapshots whose cart is gone (without cart), which the "
+    "sync marks deletedAt.",
 )
 def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreResource) -> dg.AssetCheckResult:
     return evaluate(lambda: reconcile.reconcile_carts(cart_db.engine(), order_db.db()), ERROR)
@@ -52,10 +53,10 @@ def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreR
 @dg.asset_check(
     asset=order_db_carts,
     name="unique_cart_ids",
-    description="No cartId occurs in two snapshot documents (grouped by the server).",
+    description="No cartId occurs in two live snapshot documents (grouped by the server).",
 )
 def cart_snapshots_unique_cart_ids(order_db: MongoStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.duplicate_documents(order_db.db()[COLLECTION], "$cartId"), ERROR)
+    return evaluate(lambda: reconcile.duplicate_documents(order_db.db()[COLLECTION], "$cartId", LIVE), ERROR)
 
 
 cart_checks = [

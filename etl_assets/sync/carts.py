@@ -8,16 +8,30 @@ One document per cart, keyed by `cartId` (unique index). What a snapshot holds:
 
 Carts are read in keyset pages on the cart id; each page is validated (CartRow, then the product must
 exist and be active, then CartSnapshot), compared with the stored snapshots, and only new or changed
-snapshots are written, in one unordered bulk of version-guarded upserts. An older version never
-replaces a newer one: the guarded filter misses, the upsert collides with the unique index (E11000)
-and the cart is counted as stale_skipped. Any other write error fails the run. Rejected carts go to
-quarantine. The watermark is saved only after the whole run succeeded, so a killed run is run again.
+snapshots are written, in one unordered bulk of guarded upserts. Rejected carts go to quarantine. The
+watermark is saved only after the whole run succeeded, so a killed run is run again.
+
+The cart row is the truth, whatever its version: a snapshot always becomes the content of the latest
+read of its row, so a version that went down (a row recreated with the same id, a restore from backup)
+converges, and is counted and logged as a version reset. `sourceReadAt` (the cart database's
+statement_timestamp() of the read a snapshot was built from) takes over the version guard's job: a write
+lands only over a snapshot built from the same or an earlier read. An older read never replaces a newer
+snapshot: the guarded filter misses, the upsert collides with the unique index (E11000) and the cart is
+counted as stale_skipped. Any other write error fails the run.
+
+A deleted cart leaves no row to read, so every run also compares keys: the carts' (id, version) and the
+snapshots' (cartId, version, deletedAt), two streams in cartId order merged like a sorted join (memory
+follows the batch size). A live snapshot without a cart is marked `deletedAt` (never removed: Order
+MongoDB is INSERT/UPDATE only for the ETL); a marked snapshot whose cart exists again, or a live one
+whose version differs from its row's (a restore that kept an old updated_at), is read again by id.
+A write clears the mark. The mark is guarded like a write: it lands only on a snapshot read before the
+cart was seen gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -58,8 +72,14 @@ SNAPSHOT_FRAME_SCHEMA = {
 SNAPSHOT_FIELDS = tuple(SNAPSHOT_FRAME_SCHEMA)
 # Compared to decide whether a stored snapshot needs a write; createdAt is only ever set on insert.
 COMPARED_FIELDS = tuple(f for f in SNAPSHOT_FIELDS if f != "createdAt")
+# The ETL's own fields: when the row a snapshot holds was read, and when its cart was found gone.
+READ_AT = "sourceReadAt"
+DELETED_AT = "deletedAt"
+# The snapshots of carts that exist: what the funnel and every check read. Matches a missing deletedAt.
+LIVE = {DELETED_AT: None}
+SAMPLE_SIZE = 20  # cart ids a report names per kind of change
 
-Change = Literal["insert", "update", "unchanged", "stale"]
+Change = Literal["insert", "update", "reset", "reappear", "unchanged", "stale"]
 
 
 class CartWriteError(RuntimeError):
@@ -95,6 +115,7 @@ def build_snapshot(row: dict[str, Any]) -> dict[str, Any]:
         "version": row["version"],
         "createdAt": bson_time(row["created_at"]),
         "updatedAt": bson_time(row["updated_at"]),
+        READ_AT: bson_time(row["read_at"]),
     }
 
 
@@ -164,14 +185,21 @@ def check_batch(rows: list[dict[str, Any]]) -> CheckedBatch:
 
 
 def classify(snapshot: dict[str, Any], stored: dict[str, Any] | None) -> Change:
-    """What writing `snapshot` over the stored document would do."""
+    """What writing `snapshot` over the stored document would do: nothing when the stored one was built
+    from a later read (stale) or holds the same content; else the row wins, even with a lower version."""
     if stored is None:
         return "insert"
+    stored_read = stored.get(READ_AT)
+    if isinstance(stored_read, datetime) and bson_time(stored_read) > snapshot[READ_AT]:
+        return "stale"
+    if stored.get(DELETED_AT) is not None:
+        return "reappear"
+    if all(_same(snapshot[f], stored.get(f)) for f in COMPARED_FIELDS):
+        return "unchanged"
     stored_version = stored.get("version")
     if isinstance(stored_version, int) and stored_version > snapshot["version"]:
-        return "stale"
-    same = all(_same(snapshot[f], stored.get(f)) for f in COMPARED_FIELDS)
-    return "unchanged" if same else "update"
+        return "reset"
+    return "update"
 
 
 def _same(new: Any, stored: Any) -> bool:
@@ -185,8 +213,10 @@ def _same(new: Any, stored: Any) -> bool:
 
 # psycopg2 cannot turn a timestamp outside Python's years 1..9999 (or ±infinity) into a datetime, and one
 # such cart would fail every page read: it is read as NULL instead, which CartRow quarantines.
+# `ids` reads given carts only, and of those only the ones not changed since `changed_before`.
 _PAGE = sa.text("""
     SELECT c.id::text AS cart_id, c.user_id, c.product_id, c.quantity, c.version,
+           statement_timestamp() AS read_at,
            CASE WHEN c.created_at BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00'
                 THEN c.created_at END AS created_at,
            CASE WHEN c.updated_at BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00'
@@ -197,28 +227,114 @@ _PAGE = sa.text("""
     FROM cart c LEFT JOIN product p ON p.id = c.product_id
     WHERE (CAST(:after AS uuid) IS NULL OR c.id > CAST(:after AS uuid))
       AND (CAST(:since AS timestamptz) IS NULL OR greatest(c.updated_at, p.synced_at) >= :since)
+      AND (CAST(:ids AS uuid[]) IS NULL OR c.id = ANY(CAST(:ids AS uuid[])))
+      AND (CAST(:changed_before AS timestamptz) IS NULL
+           OR greatest(c.updated_at, p.synced_at) < :changed_before)
     ORDER BY c.id
     LIMIT :limit
 """)
 
 
-def iter_cart_pages(cart_db: Engine, since: datetime | None, batch_size: int) -> Iterator[list[dict[str, Any]]]:
-    """Keyset pages of joined cart rows in cart id order; only carts changed since `since` when given."""
+def iter_cart_pages(cart_db: Engine, since: datetime | None, batch_size: int, *, ids: list[str] | None = None,
+                    changed_before: datetime | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Keyset pages of joined cart rows in cart id order; only carts changed since `since` when given,
+    only the carts `ids` not changed since `changed_before` when those are given."""
     after: str | None = None
     while True:
         with cart_db.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(
-                _PAGE, {"after": after, "since": since, "limit": batch_size})]
+            rows = [dict(r._mapping) for r in conn.execute(_PAGE, {
+                "after": after, "since": since, "ids": ids, "changed_before": changed_before,
+                "limit": batch_size})]
         if not rows:
             return
         after = rows[-1]["cart_id"]
         yield rows
 
 
+# ---------- keys: the carts against the snapshots ----------
+
+_CART_KEYS = sa.text("SELECT id::text AS cart_id, version FROM cart ORDER BY id")
+
+
+class KeyOrderError(RuntimeError):
+    """A key stream was not in cartId order, so merging it with the other would pair the wrong keys."""
+
+
+def _ascending(items: Iterable[Any], key: Callable[[Any], str], store: str, *, unique: bool) -> Iterator[Any]:
+    previous = None
+    for item in items:
+        current = key(item)
+        if previous is not None and (current < previous or (unique and current == previous)):
+            raise KeyOrderError(f"{store} returned cart id {current} after {previous}: not in cartId order")
+        previous = current
+        yield item
+
+
+def _cart_keys(cart_db: Engine, batch_size: int) -> Iterator[tuple[str, int]]:
+    with cart_db.connect() as conn:
+        for row in conn.execution_options(yield_per=batch_size).execute(_CART_KEYS):
+            yield row.cart_id, row.version
+
+
+def join_keys(cart_db: Engine, carts: Collection, batch_size: int
+              ) -> Iterator[tuple[str, int | None, dict[str, Any] | None]]:
+    """Every cart id of either store, in order, as (id, the cart's version or None, the snapshot or None).
+
+    PostgreSQL orders uuids as MongoDB orders their canonical text, so both sides stream in one order
+    (checked as they go) and are merged without holding either. A cartId held twice (no unique index)
+    yields each of its snapshots."""
+    rows = _ascending(_cart_keys(cart_db, batch_size), lambda r: r[0], "Cart PostgreSQL", unique=True)
+    docs = _ascending(
+        carts.find({"cartId": {"$type": "string"}}, {"_id": 0, "cartId": 1, "version": 1, DELETED_AT: 1},
+                   batch_size=batch_size).sort("cartId", ASCENDING),
+        lambda d: d["cartId"], "Order MongoDB", unique=False)
+    row, doc = next(rows, None), next(docs, None)
+    while row is not None or doc is not None:
+        if doc is None or (row is not None and row[0] < doc["cartId"]):
+            yield row[0], row[1], None
+            row = next(rows, None)
+        elif row is None or doc["cartId"] < row[0]:
+            yield doc["cartId"], None, doc
+            doc = next(docs, None)
+        else:
+            yield row[0], row[1], doc
+            doc = next(docs, None)
+            if doc is None or doc["cartId"] != row[0]:
+                row = next(rows, None)
+
+
+@dataclass
+class KeyDiff:
+    """A batch of the key comparison: live snapshots whose cart is gone, and carts to read again by id
+    (a marked snapshot whose cart is back, or a live one whose version is not the row's)."""
+
+    gone: list[str] = field(default_factory=list)
+    read_again: list[str] = field(default_factory=list)
+
+
+def diff_keys(cart_db: Engine, carts: Collection, batch_size: int) -> Iterator[KeyDiff]:
+    """The key comparison in batches of at most `batch_size` ids of each kind."""
+    diff = KeyDiff()
+    for _, version, doc in join_keys(cart_db, carts, batch_size):
+        if doc is None:
+            continue  # a cart without a snapshot: the page pass writes it, or it is quarantined
+        cart_id, marked = doc["cartId"], doc.get(DELETED_AT) is not None
+        if version is None:
+            if not marked:
+                diff.gone.append(cart_id)
+        elif marked or doc.get("version") != version:
+            diff.read_again.append(cart_id)
+        if len(diff.gone) >= batch_size or len(diff.read_again) >= batch_size:
+            yield diff
+            diff = KeyDiff()
+    if diff.gone or diff.read_again:
+        yield diff
+
+
 # ---------- load ----------
 
 def ensure_indexes(order_db: Database) -> None:
-    """The unique cartId index the version guard relies on. Idempotent."""
+    """The unique cartId index the write guard relies on. Idempotent."""
     order_db[COLLECTION].create_index([("cartId", ASCENDING)], unique=True, name=CART_ID_INDEX)
 
 
@@ -242,6 +358,12 @@ class WriteCounts:
     updated: int = 0
     unchanged: int = 0
     stale_skipped: int = 0
+    skipped_ids: list[str] = field(default_factory=list)
+
+
+def _read_no_later_than(read_at: datetime) -> dict[str, Any]:
+    """Matches a snapshot built from a read at or before `read_at`, or by a sync that kept no read time."""
+    return {READ_AT: {"$not": {"$gt": read_at}}}
 
 
 def _is_version_guard(error: dict[str, Any]) -> bool:
@@ -249,14 +371,16 @@ def _is_version_guard(error: dict[str, Any]) -> bool:
 
 
 def write_snapshots(carts: Collection, snapshots: list[dict[str, Any]]) -> WriteCounts:
-    """Version-guarded upserts in one unordered bulk. A newer stored version makes the upsert collide
-    with the unique cartId index: that cart is stale_skipped. Any other error raises CartWriteError."""
+    """Guarded upserts in one unordered bulk; each clears the deletion mark. A stored snapshot built from a
+    later read makes the upsert collide with the unique cartId index: that cart is stale_skipped. Any
+    other error raises CartWriteError."""
     if not snapshots:
         return WriteCounts()
     operations = [
         UpdateOne(
-            {"cartId": s["cartId"], "version": {"$lte": s["version"]}},
-            {"$set": {f: s[f] for f in COMPARED_FIELDS}, "$setOnInsert": {"createdAt": s["createdAt"]}},
+            {"cartId": s["cartId"], **_read_no_later_than(s[READ_AT])},
+            {"$set": {f: s[f] for f in (*COMPARED_FIELDS, READ_AT)}, "$setOnInsert": {"createdAt": s["createdAt"]},
+             "$unset": {DELETED_AT: ""}},
             upsert=True,
         )
         for s in snapshots
@@ -273,12 +397,26 @@ def write_snapshots(carts: Collection, snapshots: list[dict[str, Any]]) -> Write
                 f"writing {len(snapshots)} cart snapshots failed: {len(failures)} error(s), first: "
                 f"code {first.get('code')} {first.get('errmsg', '')[:300]}"
             ) from err
+    skipped = [snapshots[e["index"]]["cartId"] for e in result.get("writeErrors", [])]
     return WriteCounts(
         inserted=result["nUpserted"],
         updated=result["nModified"],
         unchanged=result["nMatched"] - result["nModified"],
-        stale_skipped=len(result.get("writeErrors", [])),
+        stale_skipped=len(skipped),
+        skipped_ids=skipped,
     )
+
+
+def mark_deleted(carts: Collection, cart_ids: list[str], seen_gone_at: datetime) -> int:
+    """Mark the live snapshots of carts found gone at `seen_gone_at` (the cart database's clock, taken
+    before the key read). A snapshot written from a later read (the cart came back) keeps its content."""
+    if not cart_ids:
+        return 0
+    seen_gone_at = bson_time(seen_gone_at)
+    return carts.update_many(
+        {"cartId": {"$in": cart_ids}, **LIVE, **_read_no_later_than(seen_gone_at)},
+        {"$set": {DELETED_AT: seen_gone_at, READ_AT: seen_gone_at}},
+    ).modified_count
 
 
 def _open_quarantine_ids(warehouse: Engine, cart_ids: list[str]) -> set[str]:
@@ -297,6 +435,26 @@ def _clock(engine: Engine) -> datetime:
 
 # ---------- the sync ----------
 
+@dataclass
+class CartSyncReport(SyncReport):
+    """A SyncReport with what only carts have: snapshots marked deleted, marks cleared by a cart that came
+    back, and version resets (a row whose version went down replaced its snapshot), with sample ids."""
+
+    marked_deleted: int = 0
+    marked_deleted_ids: list[str] = field(default_factory=list)
+    reappeared: int = 0
+    version_resets: int = 0
+    version_reset_ids: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return super().written + self.marked_deleted
+
+
+def _sample(ids: list[str], more: Iterable[str]) -> None:
+    ids.extend(list(more)[: SAMPLE_SIZE - len(ids)])
+
+
 def sync_carts(
     cart_db: Engine,
     order_db: Database,
@@ -307,11 +465,11 @@ def sync_carts(
     batch_size: int = 5000,
     run_id: str,
     progress: Callable[[str], None] | None = None,
-) -> SyncReport:
+) -> CartSyncReport:
     """Bring Order MongoDB `carts` in line with the cart database. Returns what changed (or would).
 
-    A dry run writes nothing (no snapshot, index, quarantine row or watermark). Its `resolved` counts
-    the quarantined carts it sees valid, not the ones a full pass would close because they are gone.
+    A dry run writes nothing (no snapshot, mark, index, quarantine row or watermark). Its `resolved`
+    counts the quarantined carts it sees valid, not the ones a full pass would close because they are gone.
     """
     if mode not in ("incremental", "full"):
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
@@ -323,41 +481,66 @@ def sync_carts(
     watermark = load_watermark(warehouse, SYNC_NAME)
     full = mode == "full" or watermark is None
     since = None if full else datetime.fromisoformat(watermark["changed_at"]) - WATERMARK_LOOKBACK
-    report = SyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark)
+    report = CartSyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark)
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     carts = order_db[COLLECTION]
     if not dry_run:
         ensure_indexes(order_db)
 
-    for rows in iter_cart_pages(cart_db, since, batch_size):
+    def sync_page(rows: list[dict[str, Any]], *, contiguous: bool) -> None:
         batch = check_batch(rows)
-        stored = stored_snapshots(carts, [s["cartId"] for s in batch.snapshots], contiguous=full)
+        stored = stored_snapshots(carts, [s["cartId"] for s in batch.snapshots], contiguous=contiguous)
         changes = {s["cartId"]: classify(s, stored.get(s["cartId"])) for s in batch.snapshots}
-        to_write = [s for s in batch.snapshots if changes[s["cartId"]] in ("insert", "update")]
+        to_write = [s for s in batch.snapshots if changes[s["cartId"]] not in ("unchanged", "stale")]
         valid_ids = list(changes)
         if dry_run:
-            counts = WriteCounts(
-                inserted=sum(c == "insert" for c in changes.values()),
-                updated=sum(c == "update" for c in changes.values()),
-            )
+            counts = WriteCounts(inserted=sum(c == "insert" for c in changes.values()),
+                                 updated=len(to_write) - sum(c == "insert" for c in changes.values()))
             resolved = len(_open_quarantine_ids(warehouse, valid_ids))
         else:
             counts = write_snapshots(carts, to_write)
             quarantine.put(batch.rejections)
             resolved = quarantine.resolve(valid_ids)
+        skipped = set(counts.skipped_ids)
+        resets = [cart_id for cart_id, c in changes.items() if c == "reset" and cart_id not in skipped]
         report.batches += 1
         report.read += len(rows)
         report.inserted += counts.inserted
         report.updated += counts.updated
         report.unchanged += counts.unchanged + sum(c == "unchanged" for c in changes.values())
         report.stale_skipped += counts.stale_skipped + sum(c == "stale" for c in changes.values())
+        report.reappeared += sum(c == "reappear" and cart_id not in skipped for cart_id, c in changes.items())
+        report.version_resets += len(resets)
+        _sample(report.version_reset_ids, resets)
         report.quarantined += len(batch.rejections)
         report.resolved += resolved
         if progress:
-            progress(f"{'dry run: ' if dry_run else ''}cart sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
+            prefix = "dry run: " if dry_run else ""
+            progress(f"{prefix}cart sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
                      f"updated {report.updated}, unchanged {report.unchanged}, "
                      f"stale_skipped {report.stale_skipped}, quarantined {report.quarantined}, "
                      f"resolved {report.resolved} (through cart {rows[-1]['cart_id']})")
+            if resets:
+                progress(f"{prefix}version reset: {len(resets)} cart(s) whose row has a lower version than their "
+                         f"snapshot now hold the row: {', '.join(resets[:SAMPLE_SIZE])}")
+
+    for rows in iter_cart_pages(cart_db, since, batch_size):
+        sync_page(rows, contiguous=full)
+
+    # Deleted carts leave no row to read: compare the keys. Whatever is gone at this clock reading is
+    # gone when the key read starts, so the mark can only land on snapshots read before.
+    seen_gone_at = _clock(cart_db)
+    for diff in diff_keys(cart_db, carts, batch_size):
+        marked = len(diff.gone) if dry_run else mark_deleted(carts, diff.gone, seen_gone_at)
+        report.marked_deleted += marked
+        _sample(report.marked_deleted_ids, diff.gone)
+        if progress and diff.gone:
+            progress(f"{'dry run: ' if dry_run else ''}marked {marked} snapshot(s) of deleted carts: "
+                     f"{', '.join(diff.gone[:SAMPLE_SIZE])}")
+        if not full:
+            # A full pass has just read every cart; an incremental one reads these now unless it did.
+            for rows in iter_cart_pages(cart_db, None, batch_size, ids=diff.read_again, changed_before=since):
+                sync_page(rows, contiguous=False)
 
     report.watermark_after = {"changed_at": cart_db_started.isoformat()}
     if not dry_run:
@@ -365,4 +548,5 @@ def sync_carts(
             # Carts rejected before but neither rejected nor seen valid in this pass are gone.
             report.resolved += quarantine.resolve_unseen_since(warehouse_started)
         save_watermark(warehouse, SYNC_NAME, report.watermark_after, run_id)
-    return report.finish()
+    report.finish()
+    return report

@@ -231,9 +231,10 @@ def _snapshot_frames(docs: Iterable[list[dict]], report: SchemaReport) -> Iterat
 
 
 def cart_snapshot_schema(order_db: Database, *, batch_size: int = BATCH_SIZE) -> SchemaReport:
-    """Every Order MongoDB `carts` document against CartSnapshot, total = price × quantity included."""
+    """Every live Order MongoDB `carts` document (not marked deleted) against CartSnapshot, total = price ×
+    quantity included."""
     report = SchemaReport()
-    docs = batched(order_db[cart_sync.COLLECTION].find({}, batch_size=batch_size), batch_size)
+    docs = batched(order_db[cart_sync.COLLECTION].find(cart_sync.LIVE, batch_size=batch_size), batch_size)
     return report.validate("carts", _snapshot_frames(docs, report), CartSnapshot, pl.col("cartId"))
 
 
@@ -410,21 +411,24 @@ def reconcile_products(product_db: Database, cart_db: Engine, warehouse: Engine,
 @dataclass
 class CartReconciliation(Finding):
     """The carts against their snapshots. Every cart the sync would snapshot (valid, with an active
-    product) must have one, of the cart's version, whose total is the copy's price × the cart's quantity."""
+    product) must have a live (unmarked) one, of the cart's version, whose total is the copy's price × the
+    cart's quantity; and every live snapshot must have its cart (the sync marks the rest deletedAt)."""
 
     carts: int = 0
     expected_snapshots: int = 0
     missing: Sample = field(default_factory=Sample)
     stale: Sample = field(default_factory=Sample)
     wrong_total: Sample = field(default_factory=Sample)
+    without_cart: Sample = field(default_factory=Sample)
+    marked_deleted: int = 0
 
     @property
     def failing(self) -> int:
-        return self.missing.count + self.stale.count + self.wrong_total.count
+        return self.missing.count + self.stale.count + self.wrong_total.count + self.without_cart.count
 
     @property
     def sample_ids(self) -> list[str]:
-        return _first(self.missing, self.stale, self.wrong_total)
+        return _first(self.missing, self.stale, self.wrong_total, self.without_cart)
 
     def details(self) -> dict[str, Any]:
         return {
@@ -436,6 +440,9 @@ class CartReconciliation(Finding):
             "stale_ids": self.stale.ids,
             "wrong_totals": self.wrong_total.count,
             "wrong_total_ids": self.wrong_total.ids,
+            "without_cart": self.without_cart.count,
+            "without_cart_ids": self.without_cart.ids,
+            "marked_deleted": self.marked_deleted,
         }
 
 
@@ -445,7 +452,9 @@ def _total_matches(stored: Any, expected: float) -> bool:
 
 def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BATCH_SIZE) -> CartReconciliation:
     """Page through the carts (joined with their products) as the cart sync does, build the snapshots it
-    would write, and look up the stored ones of each page with one query on the unique cartId index."""
+    would write, and look up the stored ones of each page with one query on the unique cartId index. A
+    snapshot marked deleted counts as none. Then merge the cart ids with the snapshots' as the sync's key
+    comparison does: a live snapshot without a cart is one the sync has not marked yet."""
     result = CartReconciliation()
     snapshots = order_db[cart_sync.COLLECTION]
     for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
@@ -453,7 +462,8 @@ def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BA
         result.carts += len(rows)
         result.expected_snapshots += len(expected)
         stored = {doc["cartId"]: doc for doc in snapshots.find(
-            {"cartId": {"$in": [s["cartId"] for s in expected]}}, {"_id": 0, "cartId": 1, "version": 1, "total": 1})}
+            {"cartId": {"$in": [s["cartId"] for s in expected]}, **cart_sync.LIVE},
+            {"_id": 0, "cartId": 1, "version": 1, "total": 1})}
         missing, stale, wrong_total = [], [], []
         for snapshot in expected:
             doc = stored.get(snapshot["cartId"])
@@ -466,6 +476,12 @@ def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BA
         result.missing.add(missing)
         result.stale.add(stale)
         result.wrong_total.add(wrong_total)
+    for cart_id, version, doc in cart_sync.join_keys(cart_db, snapshots, batch_size):
+        if version is None and doc is not None:
+            if doc.get(cart_sync.DELETED_AT) is None:
+                result.without_cart.add([cart_id])
+            else:
+                result.marked_deleted += 1
     return result
 
 
@@ -618,9 +634,12 @@ def duplicate_rows(engine: Engine, table: str, column: str) -> DuplicateKeys:
     return DuplicateKeys(Sample(summary[0], list(sample)), int(summary[1]))
 
 
-def duplicate_documents(collection: Collection, key: str | dict[str, Any]) -> DuplicateKeys:
-    """Duplicated values of a key expression (e.g. "$cartId", or {"$toString": "$_id"}), grouped by the server."""
+def duplicate_documents(collection: Collection, key: str | dict[str, Any],
+                        match: dict[str, Any] | None = None) -> DuplicateKeys:
+    """Duplicated values of a key expression (e.g. "$cartId", or {"$toString": "$_id"}) among the documents
+    `match` selects (all by default), grouped by the server."""
     summary = next(collection.aggregate([
+        {"$match": match or {}},
         {"$group": {"_id": key, "n": {"$sum": 1}}},
         {"$match": {"n": {"$gt": 1}}},
         {"$sort": {"_id": 1}},

@@ -30,6 +30,11 @@ class SyncReport:
         return self
 
     @property
+    def written(self) -> int:
+        """Records the sync wrote: inserted, updated, or deactivated."""
+        return self.inserted + self.updated + self.deactivated
+
+    @property
     def rows_per_s(self) -> float:
         return round(self.read / self.duration_s, 1) if self.duration_s else 0.0
 

@@ -7,10 +7,12 @@ their outputs are sums, so the loaders stream the day in batches and add the par
 - daily_sales: orders, units and revenue (sum of item subtotals, before tax, shipping and discount) of
   the orders created that day, whatever their status.
 - product_sales: units and revenue per product sold that day.
-- cart_funnel: the carts that exist at the end of the day, each in one state. Converted: the user ordered
+- cart_funnel: the carts that exist at the end of the day, each in one state (a snapshot the cart sync
+  marked deletedAt is no cart). Converted: the user ordered
   the product at or after the cart was created (and before the end of the day). Abandoned: not converted
   and idle (since updatedAt) longer than `abandon_after_days`. Active: the rest. Carts are read in their
-  current state, so a cart touched after the day counts as active for that day.
+  current state, so a cart touched after the day counts as active for that day, and a cart deleted
+  since counts on no day.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pymongo.database import Database
 from sqlalchemy.engine import Connection, Engine
 
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
+from etl_assets.sync.carts import COLLECTION as CARTS
+from etl_assets.sync.carts import LIVE as LIVE_CARTS
 from etl_assets.sync.orders import UnreadableFieldError, day_window, read_text, read_timestamp
 from etl_assets.sync.streams import batched
 
@@ -201,7 +205,8 @@ def _flatten_cart(doc: Mapping[str, Any]) -> dict[str, Any] | None:
 def load_cart_funnel(
     order_db: Database, warehouse: Engine, day: date, *, abandon_after_days: int = 3, batch_size: int = 5000
 ) -> DayLoad:
-    """Replace the day's `cart_funnel` row from the Order service's carts and the warehouse's orders.
+    """Replace the day's `cart_funnel` row from the Order service's live carts (snapshots not marked
+    deletedAt) and the warehouse's orders.
 
     Carts the funnel cannot place (no user, product or creation date) are counted as `skipped`; the
     cart sync owns their quarantine.
@@ -212,8 +217,8 @@ def load_cart_funnel(
     _, end_of_day = day_window(day)
     read = skipped = 0
     partials = [cart_funnel(day, CART_SCHEMA.to_frame(), ORDERED_SCHEMA.to_frame(), abandon_after_days)]
-    docs = order_db.carts.find(
-        {"createdAt": {"$lt": end_of_day}},
+    docs = order_db[CARTS].find(
+        {"createdAt": {"$lt": end_of_day}, **LIVE_CARTS},
         {"_id": 0, "userId": 1, "productId": 1, "createdAt": 1, "updatedAt": 1},
         batch_size=batch_size,
     )

@@ -7,7 +7,16 @@ import dagster as dg
 from etl_assets.assets.carts import cart_assets, cart_db_cart, order_db_carts
 from etl_assets.sync.carts import SYNC_NAME
 from etl_assets.sync.state import load_watermark
-from etl_assets_tests.sync.test_carts import PRODUCT_A, PRODUCT_B, add_cart, add_product, update_cart
+from etl_assets_tests.sync.test_carts import (
+    PRODUCT_A,
+    PRODUCT_B,
+    add_cart,
+    add_product,
+    cart_row,
+    delete_cart,
+    restore_cart,
+    update_cart,
+)
 
 CARTS = dg.AssetKey(["order_db", "carts"])
 SOURCE = dg.AssetKey(["cart_db", "cart"])
@@ -78,3 +87,23 @@ def test_observing_the_cart_source_changes_its_data_version_when_a_cart_changes(
     assert second.tags["dagster/data_version"] != first.tags["dagster/data_version"]
     assert first.metadata["dagster/row_count"].value == 1
     assert (first.metadata["max_version"].value, second.metadata["max_version"].value) == (1, 2)
+
+
+def test_materializing_reports_marked_deletions_and_version_resets(stores):
+    add_product(stores.cart_engine, PRODUCT_A)
+    gone = add_cart(stores.cart_engine, PRODUCT_A)
+    restored = add_cart(stores.cart_engine, PRODUCT_A, version=4)
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([order_db_carts], resources=stores.resources(), instance=instance).success
+    delete_cart(stores.cart_engine, gone)
+    restore_cart(stores.cart_engine, restored, **{**cart_row(stores.cart_engine, restored), "version": 2})
+
+    result = dg.materialize([order_db_carts], resources=stores.resources(), instance=instance)
+
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("order_db__carts")[0].metadata.items()}
+    assert (metadata["marked_deleted"], metadata["marked_deleted_ids"]) == (1, [gone])
+    assert (metadata["version_resets"], metadata["version_reset_ids"]) == (1, [restored])
+    assert (metadata["written"], metadata["collection_documents"], metadata["live_snapshots"]) == (2, 2, 1)
+    logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert f"marked 1 snapshot(s) of deleted carts: {gone}" in logs
+    assert any(m.startswith("version reset: 1 cart(s)") and m.endswith(restored) for m in logs)

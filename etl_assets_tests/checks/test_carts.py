@@ -60,3 +60,22 @@ def test_cart_checks_name_the_bad_records_and_pass_once_they_are_fixed(stores):
     sync_cart_snapshots(stores)
     checks = evaluate_checks(stores.resources(), *cart_checks)
     assert all(check.passed for check in checks.values()), checks
+
+
+def test_a_deleted_cart_fails_the_reconciliation_until_the_sync_marks_its_snapshot(stores):
+    seed_catalog(stores, 1)
+    sync_catalog(stores)
+    carts = [add_cart(stores, n, product=1) for n in range(1, 3)]
+    sync_cart_snapshots(stores)
+    execute(stores.cart_engine, "DELETE FROM cart WHERE id = :id", id=carts[0])
+
+    in_sync = evaluate_checks(stores.resources(), *cart_checks)["order_db/carts:in_sync_with_cart_db"]
+    assert failing(in_sync) == (False, 1, [carts[0]])
+    assert (metadata(in_sync)["without_cart"], metadata(in_sync)["without_cart_ids"]) == (1, [carts[0]])
+
+    sync_cart_snapshots(stores)
+    # A spoiled marked snapshot is out of every check: the schema and uniqueness checks ignore it too.
+    stores.order_db.carts.update_one({"cartId": carts[0]}, {"$set": {"total": -1.0}})
+    checks = evaluate_checks(stores.resources(), *cart_checks)
+    assert all(check.passed for check in checks.values()), checks
+    assert metadata(checks["order_db/carts:in_sync_with_cart_db"])["marked_deleted"] == 1

@@ -176,15 +176,12 @@ def product_documents() -> list[tuple[ProductKind, dict[str, Any]]]:
 
 # ---------- carts ----------
 
-STALE = "stale"  # a version going backwards: not written, the newer snapshot stays
-
-
 @dataclass(frozen=True)
 class CartKind:
     name: str
     cart: dict[str, Any] = field(default_factory=dict)  # cart columns over the defaults
     product: dict[str, Any] | None = field(default_factory=dict)  # product columns; None: no product row
-    reason: str | None = None  # None: valid; STALE; or text the quarantine reason must contain
+    reason: str | None = None  # None: valid; or text the quarantine reason must contain
     later: dict[str, Any] = field(default_factory=dict)  # cart columns changed after the first sync
 
 
@@ -201,7 +198,8 @@ CART_KINDS: list[CartKind] = [
     CartKind("quantity negative", {"quantity": -2}, reason="quantity: greater_than_or_equal_to(1)"),
     CartKind("version 0", {"version": 0}, reason="version: greater_than_or_equal_to(1)"),
     CartKind("version negative", {"version": -1}, reason="version: greater_than_or_equal_to(1)"),
-    CartKind("version going backwards", {"version": 5}, reason=STALE, later={"version": 3, "quantity": 9}),
+    # The row is the truth: its snapshot takes the lower version (a version reset).
+    CartKind("version going backwards", {"version": 5}, later={"version": 3, "quantity": 9}),
     CartKind("user id empty", {"user_id": ""}, reason="user_id: str_length"),
     CartKind("1 MB user id", {"user_id": ONE_MB}, reason="user_id: str_length"),
     CartKind("product id not hex", product={"id": "NOT-A-HEX-PRODUCT-ID-123"},

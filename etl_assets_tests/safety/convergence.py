@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from bson import ObjectId
 from pymongo.database import Database
 
+from etl_assets.sync.carts import READ_AT, build_snapshot
 from etl_assets.sync.carts import SOURCE as CART_SOURCE
-from etl_assets.sync.carts import build_snapshot
 from etl_assets.sync.product_transform import (
     InvalidProduct,
     flatten_product,
@@ -156,7 +156,7 @@ def product_problems(truth: CatalogTruth, cart_db: sa.Engine, warehouse: sa.Engi
 _JOINED = sa.text("""
     SELECT c.id::text AS cart_id, c.user_id, c.product_id, c.quantity, c.version, c.created_at, c.updated_at,
            p.title AS product_title, p.price AS product_price, p.image AS product_image, p.seller_id,
-           p.quantity AS product_quantity, c.quantity >= 1 AND p.is_active AS valid
+           p.quantity AS product_quantity, c.quantity >= 1 AND p.is_active AS valid, now() AS read_at
     FROM cart c JOIN product p ON p.id = c.product_id
 """)
 
@@ -195,12 +195,17 @@ def reset_snapshots(cart_db: sa.Engine, order_db: Database, warehouse: sa.Engine
     ])
 
 
+def _content(snapshot: dict) -> dict:
+    return {field: value for field, value in snapshot.items() if field != READ_AT}
+
+
 def cart_problems(cart_db: sa.Engine, order_db: Database, warehouse: sa.Engine) -> list[str]:
     with cart_db.connect() as conn:
         rows = [r._asdict() for r in conn.execute(_JOINED)]
-    expected = {row["cart_id"]: build_snapshot(row) for row in rows if row["valid"]}
+    # When each snapshot's row was read is the sync's own bookkeeping, not content.
+    expected = {row["cart_id"]: _content(build_snapshot(row)) for row in rows if row["valid"]}
     invalid = {row["cart_id"] for row in rows if not row["valid"]}
-    documents = list(order_db["carts"].find({}, {"_id": 0}))
+    documents = list(order_db["carts"].find({}, {"_id": 0, READ_AT: 0}))
     snapshots = {doc["cartId"]: doc for doc in documents}
     problems = []
     if len(snapshots) != len(documents):

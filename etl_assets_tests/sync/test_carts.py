@@ -95,7 +95,7 @@ def joined_row(**overrides) -> dict:
         "quantity": 3, "version": 2, "created_at": CREATED, "updated_at": CREATED + timedelta(hours=1),
         "product_found": True, "product_active": True, "product_title": "Phone",
         "product_price": Decimal("19.99"), "product_image": "https://img.example/p.jpg", "seller_id": None,
-        "product_quantity": 4, **overrides,
+        "product_quantity": 4, "read_at": CREATED + timedelta(days=1), **overrides,
     }
 
 
@@ -121,6 +121,7 @@ def test_build_snapshot_maps_every_contract_field():
         "sellerId": None, "productQuantity": 4, "cartQuantity": 3, "total": 59.97, "version": 2,
         "createdAt": datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC),
         "updatedAt": datetime(2026, 1, 2, 4, 4, 5, 678_000, tzinfo=UTC),
+        "sourceReadAt": datetime(2026, 1, 3, 3, 4, 5, 678_000, tzinfo=UTC),
     }
 
 
@@ -147,14 +148,19 @@ def test_check_batch_names_the_cart_and_every_cause():
     assert batch.rejections[0].payload["product_price"] == "19.99"
 
 
-def test_classify_compares_versions_then_content():
+def test_classify_compares_read_times_then_content():
     new = build_snapshot(joined_row())
     assert classify(new, None) == "insert"
     assert classify(new, dict(new)) == "unchanged"
     assert classify(new, {**new, "createdAt": CREATED - timedelta(days=1)}) == "unchanged"
+    # Only the content counts: a snapshot read earlier or by an older sync (no read time) is as good.
+    assert classify(new, {**new, "sourceReadAt": CREATED}) == "unchanged"
+    assert classify(new, {k: v for k, v in new.items() if k != "sourceReadAt"}) == "unchanged"
     assert classify(new, {**new, "total": 1.0}) == "update"
     assert classify(new, {**new, "version": 1}) == "update"
-    assert classify(new, {**new, "version": 3}) == "stale"
+    assert classify(new, {**new, "version": 3}) == "reset"  # the row's version went down: it wins
+    assert classify(new, {**new, "deletedAt": CREATED}) == "reappear"
+    assert classify(new, {**new, "total": 1.0, "sourceReadAt": new["sourceReadAt"] + timedelta(seconds=1)}) == "stale"
     assert classify(new, {**new, "productPrice": Decimal128("19.99")}) == "update"
     naive = {**new, "updatedAt": new["updatedAt"].replace(tzinfo=None)}
     assert classify(new, naive) == "unchanged"
@@ -219,34 +225,130 @@ def test_incremental_picks_up_a_product_price_change(stores):
     assert snapshot(stores, on_b)["total"] == 10.0
 
 
-def test_an_older_cart_version_never_overwrites_a_newer_snapshot(stores):
+def restore_cart(engine: sa.Engine, cart_id: str, **values: object) -> None:
+    """Write the cart's row as a restore from backup would: every column given, updated_at included, so
+    the row may carry a lower version and an older updated_at than the last one synced."""
+    columns = ", ".join(values)
+    placeholders = ", ".join(f":{column}" for column in values)
+    updates = ", ".join(f"{column} = excluded.{column}" for column in values)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO cart (id, {columns}) VALUES (:id, {placeholders}) "  # noqa: S608
+                             f"ON CONFLICT (id) DO UPDATE SET {updates}"), {"id": cart_id, **values})
+
+
+def cart_row(engine: sa.Engine, cart_id: str) -> dict:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT user_id, product_id, quantity, version, created_at, updated_at "
+                                         "FROM cart WHERE id = :id"), {"id": cart_id}).one()._mapping)
+
+
+def delete_cart(engine: sa.Engine, cart_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM cart WHERE id = :id"), {"id": cart_id})
+
+
+def cart_db_now(engine: sa.Engine) -> datetime:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT now()")).scalar_one()
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+def test_a_deleted_cart_has_its_snapshot_marked_not_removed(stores, mode):
+    add_product(stores.cart_engine, PRODUCT_A)
+    kept = add_cart(stores.cart_engine, PRODUCT_A)
+    gone = add_cart(stores.cart_engine, PRODUCT_A, quantity=4)
+    run(stores, "full")
+    before_delete = cart_db_now(stores.cart_engine)
+    delete_cart(stores.cart_engine, gone)
+
+    report = run(stores, mode)
+
+    assert (report.marked_deleted, report.marked_deleted_ids) == (1, [gone])
+    doc = snapshot(stores, gone)
+    assert doc["cartQuantity"] == 4  # the content stays as it was last seen
+    assert bson_time(before_delete) <= doc["deletedAt"] <= datetime.now(UTC)
+    assert "deletedAt" not in snapshot(stores, kept)
+
+    again = run(stores, mode)
+    assert again.marked_deleted == 0
+    assert snapshot(stores, gone)["deletedAt"] == doc["deletedAt"]
+
+
+def test_a_dry_run_counts_deleted_carts_and_marks_nothing(stores):
+    add_product(stores.cart_engine, PRODUCT_A)
+    gone = add_cart(stores.cart_engine, PRODUCT_A)
+    run(stores, "full")
+    delete_cart(stores.cart_engine, gone)
+
+    planned = run(stores, "incremental", dry_run=True)
+
+    assert (planned.marked_deleted, planned.marked_deleted_ids) == (1, [gone])
+    assert "deletedAt" not in snapshot(stores, gone)
+
+
+def test_a_cart_that_reappears_clears_the_mark(stores):
+    add_product(stores.cart_engine, PRODUCT_A)
+    cart_id = add_cart(stores.cart_engine, PRODUCT_A, quantity=2)
+    run(stores, "full")
+    backup = cart_row(stores.cart_engine, cart_id)
+    delete_cart(stores.cart_engine, cart_id)
+    run(stores, "incremental")
+    assert "deletedAt" in snapshot(stores, cart_id)
+
+    # Restored from a backup: the same id, updated_at older than the watermark, another quantity.
+    restore_cart(stores.cart_engine, cart_id, **{**backup, "quantity": 5})
+    report = run(stores, "incremental")
+
+    assert (report.reappeared, report.updated, report.marked_deleted) == (1, 1, 0)
+    doc = snapshot(stores, cart_id)
+    assert "deletedAt" not in doc
+    assert (doc["cartQuantity"], doc["total"]) == (5, 99.95)
+    assert run(stores, "incremental").updated == 0
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+def test_a_cart_whose_version_went_down_converges_to_its_row(stores, mode):
     add_product(stores.cart_engine, PRODUCT_A)
     cart_id = add_cart(stores.cart_engine, PRODUCT_A, quantity=1, version=3)
+    untouched = add_cart(stores.cart_engine, PRODUCT_A, quantity=1, version=3)
     run(stores, "full")
-    update_cart(stores.cart_engine, cart_id, quantity=9, version=2)  # the version went backwards
+    # A restore from backup: version 2, another quantity, the old updated_at (older than the watermark).
+    restore_cart(stores.cart_engine, cart_id, **{**cart_row(stores.cart_engine, cart_id), "version": 2,
+                                                 "quantity": 9})
 
-    report = run(stores, "full")
+    report = run(stores, mode)
 
-    assert (report.stale_skipped, report.updated, report.unchanged) == (1, 0, 0)
+    assert (report.version_resets, report.version_reset_ids, report.updated) == (1, [cart_id], 1)
+    assert report.stale_skipped == 0
     doc = snapshot(stores, cart_id)
-    assert (doc["version"], doc["cartQuantity"]) == (3, 1)
+    assert (doc["version"], doc["cartQuantity"], doc["total"]) == (2, 9, 179.91)
+    assert snapshot(stores, untouched)["version"] == 3
+    again = run(stores, mode)
+    assert (again.version_resets, again.updated) == (0, 0)
 
 
-def test_the_unique_index_turns_a_racing_older_write_into_stale_skipped(stores):
-    """The version guard at write time, for a newer snapshot that lands after the comparison."""
+def test_a_snapshot_built_from_an_older_read_never_overwrites_a_newer_one(stores):
+    """The write-time guard, for a snapshot of a later read that lands after the comparison."""
     carts = stores.order_db["carts"]
     ensure_indexes(stores.order_db)
     ensure_indexes(stores.order_db)  # idempotent
-    newer = build_snapshot(joined_row(version=5, quantity=1))
+    read_first = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    newer = build_snapshot(joined_row(version=5, quantity=1, read_at=read_first + timedelta(seconds=1)))
     write_snapshots(carts, [newer])
-    older = build_snapshot(joined_row(version=4, quantity=8))
-    fresh = build_snapshot(joined_row(cart_id=str(uuid.uuid4())))
+    older_read = build_snapshot(joined_row(version=6, quantity=8, read_at=read_first))
+    fresh = build_snapshot(joined_row(cart_id=str(uuid.uuid4()), read_at=read_first))
 
-    counts = write_snapshots(carts, [older, fresh])
+    counts = write_snapshots(carts, [older_read, fresh])
 
     assert (counts.stale_skipped, counts.inserted, counts.updated) == (1, 1, 0)
+    assert counts.skipped_ids == [newer["cartId"]]
     assert carts.find_one({"cartId": newer["cartId"]})["cartQuantity"] == 1
     assert carts.count_documents({}) == 2
+
+    # A later read wins whatever its version: the row is the truth.
+    lower = build_snapshot(joined_row(version=4, quantity=7, read_at=read_first + timedelta(seconds=2)))
+    assert write_snapshots(carts, [lower]).updated == 1
+    assert carts.find_one({"cartId": newer["cartId"]})["cartQuantity"] == 7
 
 
 def test_any_other_write_error_fails_the_run_and_keeps_the_watermark(stores):

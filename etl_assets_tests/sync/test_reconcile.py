@@ -122,6 +122,47 @@ def test_cart_snapshots_missing_stale_or_with_a_wrong_total(stores):
     assert reconcile.reconcile_carts(stores.cart_engine, stores.order_db, batch_size=4).passed
 
 
+def test_snapshots_without_a_cart_are_counted_apart_and_fail_until_the_sync_marks_them(stores):
+    seed_catalog(stores, 1)
+    sync_catalog(stores)
+    carts = [add_cart(stores, n, product=1) for n in range(1, 6)]
+    sync_cart_snapshots(stores)
+    execute(stores.cart_engine, "DELETE FROM cart WHERE id = ANY(CAST(:ids AS uuid[]))", ids=carts[:2])
+
+    result = reconcile.reconcile_carts(stores.cart_engine, stores.order_db, batch_size=2)
+
+    assert not result.passed
+    assert (result.without_cart.count, result.without_cart.ids) == (2, carts[:2])
+    assert (result.missing.count, result.stale.count, result.marked_deleted) == (0, 0, 0)
+    assert result.sample_ids == carts[:2]
+    details = result.details()
+    assert (details["without_cart"], details["without_cart_ids"]) == (2, carts[:2])
+
+    sync_cart_snapshots(stores)  # marks both
+    result = reconcile.reconcile_carts(stores.cart_engine, stores.order_db, batch_size=2)
+    assert result.passed and (result.without_cart.count, result.marked_deleted) == (0, 2)
+
+    # A marked snapshot of a cart that came back is no snapshot: missing until the sync clears the mark.
+    add_cart(stores, 1, product=1)
+    result = reconcile.reconcile_carts(stores.cart_engine, stores.order_db, batch_size=2)
+    assert (result.missing.count, result.missing.ids, result.marked_deleted) == (1, [carts[0]], 1)
+
+
+def test_the_snapshot_schema_ignores_marked_snapshots(stores):
+    seed_catalog(stores, 1)
+    sync_catalog(stores)
+    carts = [add_cart(stores, n, product=1) for n in range(1, 3)]
+    sync_cart_snapshots(stores)
+    execute(stores.cart_engine, "DELETE FROM cart WHERE id = :id", id=carts[0])
+    sync_cart_snapshots(stores)
+    # What a deleted cart's snapshot holds no longer matters: it is out of every measurement.
+    stores.order_db.carts.update_one({"cartId": carts[0]}, {"$set": {"total": 1.0}})
+
+    result = reconcile.cart_snapshot_schema(stores.order_db)
+
+    assert result.passed and result.checked == {"carts": 1}
+
+
 # ---------- referential integrity ----------
 
 def test_carts_pointing_at_missing_or_inactive_products(stores):

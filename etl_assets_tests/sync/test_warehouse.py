@@ -24,6 +24,8 @@ from etl_assets.sync.warehouse import (
     product_sales,
     sum_partials,
 )
+from etl_assets_tests.sync.test_carts import PRODUCT_A, add_cart, add_product, delete_cart
+from etl_assets_tests.sync.test_carts import run as sync_carts
 from etl_assets_tests.sync.test_orders import at, make_order
 
 DAY = date(2025, 3, 10)
@@ -177,6 +179,23 @@ def test_the_cart_funnel_reads_carts_and_the_warehouse_orders(loaded_day) -> Non
 
     load_cart_funnel(loaded_day.order_db, engine, DAY, abandon_after_days=30)
     assert table(engine, "SELECT * FROM cart_funnel") == [(DAY, 2, 0, 2, 30)]
+
+
+def test_the_cart_funnel_leaves_out_carts_deleted_from_the_cart_database(stores) -> None:
+    add_product(stores.cart_engine, PRODUCT_A)
+    add_cart(stores.cart_engine, PRODUCT_A)
+    deleted = add_cart(stores.cart_engine, PRODUCT_A)
+    sync_carts(stores, "full")
+    today = datetime.now(UTC).date()
+    assert load_cart_funnel(stores.order_db, stores.warehouse_engine, today).rows["active_carts"].to_list() == [2]
+    delete_cart(stores.cart_engine, deleted)
+    sync_carts(stores, "incremental")
+
+    load = load_cart_funnel(stores.order_db, stores.warehouse_engine, today)
+
+    assert load.read == 1
+    assert table(stores.warehouse_engine, "SELECT * FROM cart_funnel") == [(today, 1, 0, 0, 3)]
+    assert stores.order_db.carts.count_documents({}) == 2  # marked, not removed
 
 
 def test_the_idle_threshold_must_be_at_least_a_day(stores) -> None:
