@@ -25,9 +25,11 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from etl_assets.jobs import PRODUCT_COPY, sync_run_config
+from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
 from etl_assets.local import demo_data
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
+from etl_assets.sync.carts import DELETED_AT, LIVE
+from etl_assets.sync.orders import day_window
 from etl_assets.sync.stores import mongo_database, postgres_engine
 
 REQUIRED_ENV = ("PRODUCT_MONGO_URI", "PRODUCT_MONGO_DB", "ORDER_MONGO_URI", "ORDER_MONGO_DB", "CART_PG_URL",
@@ -151,6 +153,11 @@ def run_demo(definitions: dg.Definitions, instance: dg.DagsterInstance, env: Map
     if others:
         runner.run(", ".join(key.to_user_string() for key in others), others)
 
+    deleted = demo_data.delete_cart(env)
+    print(f"Deleted cart {demo_data.DELETED_CART_ID} from Cart PostgreSQL ({deleted} row); the cart sync "
+          "(what cart_changes launches) marks its snapshot deletedAt")
+    runner.run("cart sync after the deletion", [CART_SNAPSHOTS])
+
     for partitions_def, keys in runner.partitioned_asset_keys().items():
         partition_keys = partitions_def.get_partition_keys()[-demo_data.HISTORY_DAYS:]
         names = ", ".join(key.to_user_string() for key in keys)
@@ -213,6 +220,35 @@ def store_lines(env: Mapping[str, str]) -> list[str]:
         warehouse.dispose()
 
 
+def deleted_cart_lines(env: Mapping[str, str]) -> list[str]:
+    """The deleted cart's snapshot, and the newest cart_funnel day against the snapshots it counts."""
+    order_db = mongo_database(env["ORDER_MONGO_URI"], env["ORDER_MONGO_DB"], store=ORDER_DB, timeout_s=5)
+    warehouse = postgres_engine(env["WAREHOUSE_PG_URL"], store=WAREHOUSE, timeout_s=5)
+    try:
+        carts = order_db["carts"]
+        snapshot = carts.find_one({"cartId": demo_data.DELETED_CART_ID}) or {}
+        lines = ["Deleted cart",
+                 f"  {demo_data.DELETED_CART_ID}: deleted from Cart PostgreSQL; its snapshot "
+                 + (f"is marked deletedAt {snapshot[DELETED_AT]:%Y-%m-%d %H:%M:%S} UTC" if snapshot.get(DELETED_AT)
+                    else "is NOT marked")]
+        with warehouse.connect() as conn:
+            funnel = conn.execute(sa.text(
+                "SELECT day, active_carts + abandoned_carts + converted_carts AS carts FROM cart_funnel "
+                "ORDER BY day DESC LIMIT 1")).one_or_none()
+        if funnel is None:
+            return [*lines, "  cart_funnel: no day built"]
+        _, end_of_day = day_window(funnel.day)
+        created = {"createdAt": {"$lt": end_of_day}}
+        live, every = carts.count_documents({**created, **LIVE}), carts.count_documents(created)
+        verdict = "leaves the deleted cart out" if funnel.carts == live < every else "does NOT match the live snapshots"
+        lines.append(f"  cart_funnel {funnel.day}: {funnel.carts} carts = live snapshots created by then ({live}; "
+                     f"{every} with the marked ones): the funnel {verdict}")
+        return lines
+    finally:
+        order_db.client.close()
+        warehouse.dispose()
+
+
 def check_lines(runner: DemoRunner) -> list[str]:
     """Every asset check's latest result per partition (later runs replace earlier ones), one line per check."""
     latest: dict[dg.AssetCheckKey, dict[str | None, dg.AssetCheckEvaluation]] = defaultdict(dict)
@@ -268,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         f"shop-sync demo, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {time.monotonic() - started:.0f}s",
         "",
         *store_lines(os.environ),
+        "",
+        *deleted_cart_lines(os.environ),
         "",
         *check_lines(runner),
         "",

@@ -77,6 +77,10 @@ def user_id(index: int) -> str:
 # copy becomes inactive while carts still point at it.
 RETIRED_PRODUCT_ID = product_id(7)
 
+# A good cart that the demo deletes from Cart PostgreSQL after its snapshot was written, as the cart
+# service would: the cart sync marks the snapshot deletedAt and cart_funnel stops counting it.
+DELETED_CART_ID = cart_id(0)
+
 # The deliberately bad records: BAD_PER_DEFECT of each defect below.
 BAD_PER_DEFECT = 3
 _BAD_PRODUCT_DEFECTS = {  # defect -> how it spoils an otherwise good document (n: 0..BAD_PER_DEFECT-1)
@@ -412,3 +416,14 @@ def delete_retired_product(env: Mapping[str, str] = os.environ) -> int:
         return product_db["products"].delete_one({"_id": RETIRED_PRODUCT_ID}).deleted_count
     finally:
         product_db.client.close()
+
+
+def delete_cart(env: Mapping[str, str] = os.environ) -> int:
+    """Delete DELETED_CART_ID from Cart PostgreSQL, as the cart service would; returns 0 or 1."""
+    engine = postgres_engine(env["CART_PG_URL"], store=CART_DB, timeout_s=5)
+    try:
+        with engine.begin() as conn:
+            return conn.execute(sa.text("DELETE FROM cart WHERE id = CAST(:id AS uuid)"),
+                                {"id": DELETED_CART_ID}).rowcount
+    finally:
+        engine.dispose()

@@ -122,6 +122,25 @@ def test_the_retired_product_is_deleted_once(stores) -> None:
     assert stores.product_db["products"].find_one({"_id": RETIRED_PRODUCT_ID}) is None
 
 
+def test_the_planted_deleted_cart_is_marked_and_a_rerun_of_the_demo_brings_it_back(stores) -> None:
+    env = stores.env()
+    data = build_demo_data(today=DAY)
+    _stand_in_for_product_sync(stores.cart_engine, data)
+    load_carts(env, data)
+    sync_carts(stores.cart_engine, stores.order_db, stores.warehouse_engine, mode="full", run_id="demo-1")
+    assert demo_data.delete_cart(env) == 1
+    assert demo_data.delete_cart(env) == 0
+
+    report = sync_carts(stores.cart_engine, stores.order_db, stores.warehouse_engine, run_id="demo-2")
+
+    assert report.marked_deleted_ids == [demo_data.DELETED_CART_ID]
+    # Loading the demo data again restores the cart; the next sync clears the mark.
+    load_carts(env, data)
+    again = sync_carts(stores.cart_engine, stores.order_db, stores.warehouse_engine, run_id="demo-3")
+    assert (again.reappeared, again.marked_deleted) == (1, 0)
+    assert "deletedAt" not in stores.order_db["carts"].find_one({"cartId": demo_data.DELETED_CART_ID})
+
+
 def test_the_syncs_quarantine_exactly_the_bad_records_the_demo_says_they_will(stores) -> None:
     env = stores.env()
     data = build_demo_data(today=DAY)
