@@ -1,5 +1,14 @@
 """Named jobs a person launches (`dagster job launch -j <name>` or the UI), each tagged with its
-Kubernetes resource profile and the store it writes, which the run queue uses to keep syncs apart."""
+Kubernetes resource profile and the store it writes, which the run queue uses to keep syncs apart.
+
+Every job names its executor, so that a run's memory does not depend on the node it lands on: Dagster's
+default executor starts up to the node's CPU count of step processes, whatever the pod's limit, and
+each of them imports the code location again (about 230 MiB). Jobs of one step, or of small steps that
+may as well run one after another, run them in the run process itself (`in_process_executor`: one
+process, the code loaded once). The nightly reconcile, whose product checks can overlap with the cart
+sync, runs at most RECONCILE_STEP_PROCESSES step processes beside its run process. `make bench` measures
+each job's whole-run peak (docs/kubernetes.md), which sizes the profiles in k8s.py.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,13 @@ PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
 CART_SNAPSHOTS = dg.AssetKey(["order_db", "carts"])
 WAREHOUSE_GROUP = "warehouse"
 RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
+RECONCILE_STEP_PROCESSES = 2
+
+
+def step_processes(max_concurrent: int) -> dg.ExecutorDefinition:
+    """The multiprocess executor with at most `max_concurrent` step processes, whatever the node's CPUs."""
+    return dg.multiprocess_executor.configured(
+        {"max_concurrent": max_concurrent}, name=f"multiprocess_max_{max_concurrent}")
 
 
 def sync_run_config(mode: str, *asset_keys: dg.AssetKey) -> dict:
@@ -19,6 +35,7 @@ def sync_run_config(mode: str, *asset_keys: dg.AssetKey) -> dict:
 
 product_sync_incremental = dg.define_asset_job(
     "product_sync_incremental",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.assets(PRODUCT_COPY).without_checks(),
     config=sync_run_config("incremental", PRODUCT_COPY),
     description="Copy products changed since the watermark into the cart database.",
@@ -27,6 +44,7 @@ product_sync_incremental = dg.define_asset_job(
 
 cart_sync = dg.define_asset_job(
     "cart_sync",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.assets(CART_SNAPSHOTS).without_checks(),
     config=sync_run_config("incremental", CART_SNAPSHOTS),
     description="Refresh the Order MongoDB cart snapshots of carts (or their products) that changed.",
@@ -35,6 +53,7 @@ cart_sync = dg.define_asset_job(
 
 full_reconcile = dg.define_asset_job(
     "full_reconcile",
+    executor_def=step_processes(RECONCILE_STEP_PROCESSES),
     selection=dg.AssetSelection.assets(PRODUCT_COPY, CART_SNAPSHOTS),
     config=sync_run_config("full", PRODUCT_COPY, CART_SNAPSHOTS),
     description="Full product sync and cart sync, with every check of both assets.",
@@ -43,6 +62,7 @@ full_reconcile = dg.define_asset_job(
 
 validate = dg.define_asset_job(
     "validate",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.all_asset_checks(),
     description="Run every asset check against the stores as they are (the old /api/etl/validate).",
     tags={**profile_tags("small"), **RUN_RETRIES},
@@ -50,6 +70,7 @@ validate = dg.define_asset_job(
 
 warehouse_build = dg.define_asset_job(
     "warehouse_build",
+    executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.groups("orders", WAREHOUSE_GROUP),
     description="Load one day of orders and rebuild that day's analytics tables.",
     tags={**profile_tags("small", target="warehouse"), **RUN_RETRIES},

@@ -2,7 +2,8 @@
 
 execute_in_process and materialize always honour the assets' retry policy (3 more attempts with
 exponential backoff), which would hide how long one attempt takes and slow every failing test down.
-dg.execute_job runs a reconstructable job with the in-process executor, whose config turns retries off.
+dg.execute_job runs the reconstructable job with its own executor (in-process for both jobs here),
+whose config turns retries off.
 """
 
 import dagster as dg
@@ -10,7 +11,7 @@ import dagster as dg
 from etl_assets.definitions import defs
 from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
 
-NO_RETRIES = {"execution": {"config": {"in_process": {"retries": {"disabled": {}}}}}}
+NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
 
 def product_sync_job() -> dg.JobDefinition:
