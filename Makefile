@@ -22,7 +22,7 @@ help:
 	@echo "make ui     start the local stores and the Dagster UI on http://127.0.0.1:3000"
 	@echo "make stop   stop the local stores"
 	@echo "make test   ruff, then pytest (the tests start their own stores)"
-	@echo "make bench  install the bench extra and run the benchmark"
+	@echo "make bench  install the bench extra and run the benchmark (options: BENCH_ARGS=...)"
 	@echo "make venv   create .venv and install the project with its dev extra"
 	@echo "make clean  stop the stores and delete .local and caches (keeps .venv)"
 
@@ -60,8 +60,9 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick --sections carts,runs".
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m etl_assets.local.bench
+	$(BIN)/python -m etl_assets.local.bench $(BENCH_ARGS)
 
 clean: stop
 	rm -rf $(LOCAL) .pytest_cache .ruff_cache build dist bench-results *.egg-info

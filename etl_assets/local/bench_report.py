@@ -22,6 +22,24 @@ RECONCILE = "reconcile"
 MEMORY_SCALE = "full_cold_memory"
 MEMORY_SCALE_WARM = "full_warm_memory"
 FULL_SYNCS = (FULL_COLD, FULL_WARM, MEMORY_SCALE, MEMORY_SCALE_WARM)
+PRODUCT_STEPS = (RAW, FULL_COLD, FULL_WARM, INCREMENTAL, SLING, OLD_SERVICE, RECONCILE, MEMORY_SCALE,
+                 MEMORY_SCALE_WARM)
+# Cart sync, Cart PostgreSQL → Order MongoDB `carts` (issue #16).
+CART_RAW = "cart_raw_limit"
+CART_COLD = "cart_cold"
+CART_WARM = "cart_warm"
+CART_INCREMENTAL = "cart_incremental"
+# Warehouse day build: the day's orders loaded, then its analytics tables.
+WAREHOUSE_RAW = "warehouse_raw_limit"
+WAREHOUSE_FIRST = "warehouse_first"
+WAREHOUSE_ANALYTICS_FIRST = "warehouse_analytics_first"
+WAREHOUSE_REBUILD = "warehouse_rebuild"
+WAREHOUSE_ANALYTICS_REBUILD = "warehouse_analytics_rebuild"
+# Whole Dagster runs (`run:<job>`) and the validate job's checks one by one (`check:<asset>:<check>`).
+RUN_PREFIX = "run:"
+CHECK_PREFIX = "check:"
+# The floor of an edit's latency: product_sync_incremental launched with nothing to copy.
+RUN_LATENCY = "run_latency"
 
 LABELS = {
     RAW: "raw limit (find_raw_batches → COPY bytea)",
@@ -33,7 +51,25 @@ LABELS = {
     RECONCILE: "reconciliation checks",
     MEMORY_SCALE: "our full sync, cold (memory scale)",
     MEMORY_SCALE_WARM: "our full sync, warm (memory scale)",
+    CART_RAW: "cart raw limit (server-side cursor over the join → insert_many)",
+    CART_COLD: "our cart sync, empty `carts` (cold)",
+    CART_WARM: "our cart sync, full pass, nothing changed (warm)",
+    CART_INCREMENTAL: "our cart sync, incremental, 1% changed",
+    WAREHOUSE_RAW: "warehouse raw limit (find of the day → COPY of the items)",
+    WAREHOUSE_FIRST: "our day load, first build (orders + items)",
+    WAREHOUSE_ANALYTICS_FIRST: "our analytics tables, first build",
+    WAREHOUSE_REBUILD: "our day load, rebuild of the same day",
+    WAREHOUSE_ANALYTICS_REBUILD: "our analytics tables, rebuild",
+    RUN_LATENCY: "Dagster run of product_sync_incremental, nothing changed",
 }
+
+
+def label(step: str) -> str:
+    if step.startswith(RUN_PREFIX):
+        return f"whole run of `{step[len(RUN_PREFIX):]}`"
+    if step.startswith(CHECK_PREFIX):
+        return f"check `{step[len(CHECK_PREFIX):]}`"
+    return LABELS.get(step, step)
 
 # The issue's targets. Flatness is a judgement call; this is the bound the report holds it to.
 FULL_VS_SLING_MIN = 1.5
@@ -43,6 +79,11 @@ MEMORY_LIMIT_PRODUCTS = 1_000_000
 MEMORY_LIMIT_BYTES = 512 * MIB
 MEMORY_FLAT_FROM_PRODUCTS = 100_000
 MEMORY_FLAT_GROWTH_MAX = 1.25
+CART_COLD_VS_RAW_MAX = 1.5
+CART_WARM_VS_COLD_MAX = 0.5
+CART_INCREMENTAL_VS_COLD_MAX = 0.10
+WAREHOUSE_VS_RAW_MAX = 1.5
+ANALYTICS_VS_LOAD_MAX = 0.20
 
 
 @dataclass
@@ -71,7 +112,7 @@ class Measurement:
         return self.peak_rss_bytes / MIB
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "label": LABELS.get(self.step, self.step),
+        return {**asdict(self), "label": label(self.step),
                 "rows_per_second": round(self.rows_per_second, 1), "peak_rss_mib": round(self.peak_rss_mib, 1)}
 
 
@@ -190,8 +231,10 @@ def markdown_table(measurements: Iterable[Measurement]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in measurements:
+        if m.step not in PRODUCT_STEPS:
+            continue
         lines.append(
-            f"| {LABELS.get(m.step, m.step)} | {m.products:,} | {m.rows:,} | {m.seconds:,.2f} | "
+            f"| {label(m.step)} | {m.products:,} | {m.rows:,} | {m.seconds:,.2f} | "
             f"{m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | {_number(time_vs_raw(m, raw), suffix='×')} | "
             f"{_number(speed_vs(m, sling), suffix='×')} |"
         )
@@ -209,7 +252,7 @@ def cpu_table(measurements: Iterable[Measurement]) -> str:
     lines = ["| step | wall (s) | worker CPU (s) | secantusdb CPU (s) | PostgreSQL CPU (s) | CPU used by others |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [
-        f"| {LABELS.get(m.step, m.step)} ({m.products:,}) | {m.seconds:,.2f} | {m.cpu_seconds:,.2f} | "
+        f"| {label(m.step)} ({m.products:,}) | {m.seconds:,.2f} | {m.cpu_seconds:,.2f} | "
         f"{_number(m.source_cpu_seconds)} | {_number(m.postgres_cpu_seconds)} | "
         f"{'—' if m.others_cpu_share is None else f'{m.others_cpu_share:.0%}'} |"
         for m in measurements
@@ -236,6 +279,153 @@ def reconciliation_verdict(measurements: Iterable[Measurement]) -> str | None:
     return (f"Reconciliation of the copy after the syncs: {verdict} (missing {found.get('missing')}, "
             f"extra {found.get('extra')}, drifted {found.get('drifted')}, "
             f"{found.get('active_copy_rows')} active rows for {found.get('expected_active_rows')} expected).")
+
+
+# ---------- the other paths (issue #16) and whole runs (issue #12 §6) ----------
+
+PROFILE_HEADROOM_MIN = 1.5  # a profile's memory limit over the peak of the runs it serves
+
+
+def _ratio_target(name: str, required: str, numerator: Measurement | None, denominator: Measurement | None,
+                  bound: float, *, percent: bool = False) -> TargetResult:
+    if numerator is None or denominator is None or denominator.seconds <= 0:
+        return _skip(name, required, "not measured")
+    ratio = numerator.seconds / denominator.seconds
+    measured = f"{ratio:.1%}" if percent else f"{ratio:.2f}×"
+    return TargetResult(name, required, measured, _status(ratio <= bound))
+
+
+def slowest_check(measurements: Iterable[Measurement]) -> Measurement | None:
+    checks = [m for m in measurements if m.step.startswith(CHECK_PREFIX)]
+    return max(checks, key=lambda m: m.seconds) if checks else None
+
+
+def evaluate_path_targets(measurements: Iterable[Measurement]) -> list[TargetResult]:
+    """PASS/FAIL for the cart sync, the warehouse day build, the validate checks and the whole runs'
+    memory; a section that did not run adds no targets."""
+    measurements = list(measurements)
+    by_step = {m.step: m for m in measurements}
+    targets: list[TargetResult] = []
+    if any(step in by_step for step in (CART_RAW, CART_COLD, CART_WARM, CART_INCREMENTAL)):
+        cold = by_step.get(CART_COLD)
+        targets += [
+            _ratio_target("cart sync vs raw limit", f"cold ≤ {CART_COLD_VS_RAW_MAX}× the raw-limit time",
+                          cold, by_step.get(CART_RAW), CART_COLD_VS_RAW_MAX),
+            _ratio_target("cart sync, warm", f"full pass with nothing changed ≤ {CART_WARM_VS_COLD_MAX}× cold",
+                          by_step.get(CART_WARM), cold, CART_WARM_VS_COLD_MAX),
+            _ratio_target("cart sync, 1% changed", f"incremental ≤ {CART_INCREMENTAL_VS_COLD_MAX:.0%} of cold",
+                          by_step.get(CART_INCREMENTAL), cold, CART_INCREMENTAL_VS_COLD_MAX, percent=True),
+        ]
+    if any(step in by_step for step in (WAREHOUSE_RAW, WAREHOUSE_FIRST, WAREHOUSE_REBUILD)):
+        raw = by_step.get(WAREHOUSE_RAW)
+        for load, analytics, when in ((WAREHOUSE_FIRST, WAREHOUSE_ANALYTICS_FIRST, "first build"),
+                                      (WAREHOUSE_REBUILD, WAREHOUSE_ANALYTICS_REBUILD, "rebuild")):
+            targets += [
+                _ratio_target(f"day load, {when}", f"≤ {WAREHOUSE_VS_RAW_MAX}× the raw-limit time",
+                              by_step.get(load), raw, WAREHOUSE_VS_RAW_MAX),
+                _ratio_target(f"analytics, {when}", f"≤ {ANALYTICS_VS_LOAD_MAX:.0%} on top of the day load",
+                              by_step.get(analytics), by_step.get(load), ANALYTICS_VS_LOAD_MAX, percent=True),
+            ]
+    if slowest := slowest_check(measurements):
+        warm = by_step.get(FULL_WARM)
+        name = "slowest validate check"
+        required = "≤ the warm full product sync's time at the same scale"
+        if warm is None:
+            targets.append(_skip(name, required, "no warm full sync measured"))
+        else:
+            ratio = slowest.seconds / warm.seconds
+            targets.append(TargetResult(name, required, f"{label(slowest.step)}: {ratio:.2f}×", _status(ratio <= 1.0)))
+    for run in (m for m in measurements if m.step.startswith(RUN_PREFIX)):
+        limit = run.details.get("limit_bytes")
+        name = f"{label(run.step)} fits its profile"
+        required = f"`{run.details.get('profile')}` memory limit ≥ {PROFILE_HEADROOM_MIN}× the run's peak"
+        if not limit or run.peak_rss_bytes <= 0:
+            targets.append(_skip(name, required, "no profile or no peak"))
+            continue
+        headroom = limit / run.peak_rss_bytes
+        targets.append(TargetResult(name, required, f"{limit / MIB:.0f} MiB ÷ {run.peak_rss_mib:.0f} MiB = "
+                                    f"{headroom:.2f}×", _status(headroom >= PROFILE_HEADROOM_MIN)))
+    return targets
+
+
+def _mib(value: float | None) -> str:
+    return "—" if not value else f"{value / MIB:,.0f}"
+
+
+def cart_table(measurements: Iterable[Measurement]) -> str | None:
+    by_step = {m.step: m for m in measurements}
+    steps = [by_step[s] for s in (CART_RAW, CART_COLD, CART_WARM, CART_INCREMENTAL) if s in by_step]
+    if not steps:
+        return None
+    raw, cold = by_step.get(CART_RAW), by_step.get(CART_COLD)
+    lines = ["| step | carts | time (s) | carts/s | peak RSS (MiB) | time ÷ raw limit | time ÷ cold |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {label(m.step)} | {m.rows:,} | {m.seconds:,.2f} | {m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | "
+              f"{_number(m.seconds / raw.seconds if raw else None, suffix='×')} | "
+              f"{_number(m.seconds / cold.seconds if cold else None, suffix='×')} |" for m in steps]
+    return "\n".join(lines)
+
+
+def warehouse_table(measurements: Iterable[Measurement]) -> str | None:
+    by_step = {m.step: m for m in measurements}
+    order = (WAREHOUSE_RAW, WAREHOUSE_FIRST, WAREHOUSE_ANALYTICS_FIRST, WAREHOUSE_REBUILD, WAREHOUSE_ANALYTICS_REBUILD)
+    steps = [by_step[s] for s in order if s in by_step]
+    if not steps:
+        return None
+    raw = by_step.get(WAREHOUSE_RAW)
+    lines = ["| step | order items | time (s) | items/s | peak RSS (MiB) | time ÷ raw limit |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {label(m.step)} | {m.rows:,} | {m.seconds:,.2f} | {m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | "
+              f"{_number(m.seconds / raw.seconds if raw else None, suffix='×')} |" for m in steps]
+    return "\n".join(lines)
+
+
+def checks_table(measurements: Iterable[Measurement]) -> str | None:
+    """The validate job's checks, each run on its own through Dagster, slowest first."""
+    measurements = list(measurements)
+    checks = sorted((m for m in measurements if m.step.startswith(CHECK_PREFIX)), key=lambda m: -m.seconds)
+    if not checks:
+        return None
+    warm = next((m for m in measurements if m.step == FULL_WARM), None)
+    lines = ["| check | time (s) | peak RSS (MiB) | time ÷ warm full product sync |", "|---|---:|---:|---:|"]
+    lines += [f"| `{m.step[len(CHECK_PREFIX):]}` | {m.seconds:,.2f} | {m.peak_rss_mib:,.0f} | "
+              f"{_number(m.seconds / warm.seconds if warm else None, suffix='×')} |" for m in checks]
+    return "\n".join(lines)
+
+
+def runs_table(measurements: Iterable[Measurement]) -> str | None:
+    """Each named job's whole run: its process tree's peak memory against its profile's limit."""
+    runs = [m for m in measurements if m.step.startswith(RUN_PREFIX)]
+    if not runs:
+        return None
+    lines = ["| job | executor | processes | wall (s) | peak RSS, summed (MiB) | peak PSS, summed (MiB) | profile | "
+             "limit (MiB) | limit ÷ peak RSS |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for m in runs:
+        limit = m.details.get("limit_bytes")
+        lines.append(
+            f"| `{m.step[len(RUN_PREFIX):]}` | {m.details.get('executor', '—')} | {m.details.get('processes', '—')} | "
+            f"{m.seconds:,.2f} | {m.peak_rss_mib:,.0f} | {_mib(m.details.get('peak_pss_bytes'))} | "
+            f"{m.details.get('profile', '—')} | {_mib(limit)} | "
+            f"{_number(limit / m.peak_rss_bytes if limit and m.peak_rss_bytes else None, suffix='×')} |")
+    return "\n".join(lines)
+
+
+LATENCY_PHASES = (("interpreter_start_s", "process start (interpreter, before any import of ours)"),
+                  ("dagster_import_s", "import dagster"),
+                  ("code_load_s", "code load (etl_assets.definitions)"),
+                  ("run_s", "the run: creation to its last event"),
+                  ("steps_s", "  of which the step itself (the sync's work)"))
+
+
+def latency_table(measurements: Iterable[Measurement]) -> str | None:
+    """Where the wall time of a do-nothing product_sync_incremental run goes, launch to success."""
+    run = next((m for m in measurements if m.step == RUN_LATENCY), None)
+    if run is None:
+        return None
+    lines = ["| phase | time (s) |", "|---|---:|"]
+    lines += [f"| {text} | {run.details[key]:,.2f} |" for key, text in LATENCY_PHASES if key in run.details]
+    lines.append(f"| **launch to success** | **{run.details.get('launch_to_success_s', 0.0):,.2f}** |")
+    return "\n".join(lines)
 
 
 def summary(measurements: Iterable[Measurement], targets: Iterable[TargetResult],

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,27 @@ import sqlalchemy as sa
 from bson import ObjectId
 
 from etl_assets.local import bench_report as report
-from etl_assets.resources import CART_DB, PRODUCT_DB, WAREHOUSE
+from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
+from etl_assets.sync.carts import sync_carts
+from etl_assets.sync.orders import day_window, sync_order_day
 from etl_assets.sync.products import sync_products
 from etl_assets.sync.reconcile import reconcile_products
 from etl_assets.sync.stores import mongo_database, postgres_engine
-from etl_assets.sync.streams import read_ahead
+from etl_assets.sync.streams import batched, read_ahead
+from etl_assets.sync.warehouse import load_cart_funnel, load_daily_sales, load_product_sales
 
 RAW_TABLE = "raw_products"
+RAW_ORDER_ITEMS_TABLE = "raw_order_items"
+RAW_CARTS_COLLECTION = "raw_carts"  # the cart raw limit's target, beside `carts` in the bench order database
 SLING_TABLE = "sling_products"
 LEGACY_TABLE = "legacy_product"
 # The bench database's own tables: the raw limit's and the old service's targets (Sling makes its own).
 BENCH_SCHEMA = f"""
     CREATE TABLE IF NOT EXISTS {RAW_TABLE} (doc bytea NOT NULL);
+    CREATE TABLE IF NOT EXISTS {RAW_ORDER_ITEMS_TABLE} (
+        order_id text, order_day date, position integer, product_id text, quantity integer,
+        unit_price numeric(12,2), subtotal numeric(12,2)
+    );
     CREATE TABLE IF NOT EXISTS {LEGACY_TABLE} (
         id varchar(24) PRIMARY KEY, title text, price numeric(12,2), image text, seller_id text,
         quantity integer, category text, description text, rating numeric(3,2), tags jsonb
@@ -60,6 +70,8 @@ class StepContext:
     sling_binary: str
     sling_home: str
     batch_size: int
+    order_db: str = ""  # the bench's Order MongoDB database: cart snapshots and one day of orders
+    day: str = ""  # the warehouse build's day, ISO
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -167,6 +179,9 @@ def incremental_sync(ctx: StepContext) -> StepOutcome:
 def sling(ctx: StepContext) -> StepOutcome:
     """Sling's own binary, MongoDB → PostgreSQL, full refresh, with its defaults (each document lands
     in one jsonb column). The binary's peak RSS and CPU are what count, read from its own rusage."""
+    if not ctx.sling_binary:
+        raise RuntimeError("no Sling binary: `make bench` installs the bench extra (sling-linux-amd64), "
+                           "or set SLING_BINARY")
     log = Path(ctx.sling_home) / "last-run.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -265,6 +280,127 @@ def reconciliation(ctx: StepContext) -> StepOutcome:
     return StepOutcome(result.source_documents, watch.seconds, watch.cpu_seconds, {"passed": result.passed, **counts})
 
 
+# ---------- cart sync ----------
+
+# The join the cart sync reads, without its keyset pages, filters or validation.
+_RAW_CART_JOIN = """
+    SELECT c.id::text, c.user_id, c.product_id, p.title, p.price, p.image, p.seller_id, p.quantity,
+           c.quantity, c.version, c.created_at, c.updated_at
+    FROM cart c JOIN product p ON p.id = c.product_id
+"""
+_RAW_CART_FIELDS = ("cartId", "userId", "productId", "productTitle", "productPrice", "productImage", "sellerId",
+                    "productQuantity", "cartQuantity", "version", "createdAt", "updatedAt")
+
+
+def cart_raw_limit(ctx: StepContext) -> StepOutcome:
+    """The floor for writing the cart snapshots: one server-side cursor over the same join, each row as
+    a plain document (the price as a float, the total as price × quantity), unordered insert_many into
+    an empty collection. No validation, no comparison with stored snapshots, no upsert."""
+    client: pymongo.MongoClient = pymongo.MongoClient(ctx.mongo_uri)
+    target = client[ctx.order_db][RAW_CARTS_COLLECTION]
+    target.drop()
+    conn = sa.create_engine(ctx.cart_url).raw_connection()
+    rows = 0
+    with Stopwatch() as watch, conn.cursor(name="raw_cart_join") as cur:  # named: a server-side cursor
+        cur.itersize = ctx.batch_size
+        cur.execute(_RAW_CART_JOIN)
+        while batch := cur.fetchmany(ctx.batch_size):
+            documents = []
+            for row in batch:
+                document = dict(zip(_RAW_CART_FIELDS, row, strict=True))
+                document["productPrice"] = float(document["productPrice"])
+                document["total"] = document["productPrice"] * document["cartQuantity"]
+                documents.append(document)
+            target.insert_many(documents, ordered=False)
+            rows += len(documents)
+    conn.close()
+    client.close()
+    return StepOutcome(rows, watch.seconds, watch.cpu_seconds)
+
+
+def _cart_sync(ctx: StepContext, mode: str) -> StepOutcome:
+    cart_db = postgres_engine(ctx.cart_url, store=CART_DB, timeout_s=10)
+    order_db = mongo_database(ctx.mongo_uri, ctx.order_db, store=ORDER_DB, timeout_s=10)
+    warehouse = postgres_engine(ctx.warehouse_url, store=WAREHOUSE, timeout_s=10)
+    with Stopwatch() as watch:
+        result = sync_carts(cart_db, order_db, warehouse, mode=mode, run_id=f"bench-carts-{mode}")
+    counts = result.as_dict()
+    details = {key: counts[key] for key in ("mode", "read", "inserted", "updated", "unchanged", "quarantined",
+                                            "batches")}
+    return StepOutcome(result.read, watch.seconds, watch.cpu_seconds, details)
+
+
+def cart_sync_full(ctx: StepContext) -> StepOutcome:
+    """A full pass: into an empty `carts` (cold, the first sync), or over unchanged carts (warm, the
+    nightly reconcile)."""
+    return _cart_sync(ctx, "full")
+
+
+def cart_sync_incremental(ctx: StepContext) -> StepOutcome:
+    return _cart_sync(ctx, "incremental")
+
+
+# ---------- warehouse day build ----------
+
+_RAW_ITEM_COLUMNS = "order_id, order_day, position, product_id, quantity, unit_price, subtotal"
+
+
+def warehouse_raw_limit(ctx: StepContext) -> StepOutcome:
+    """The floor for loading one day: a `find` of the day's orders (decoded by pymongo, as any reader
+    must to reach the items) and one CSV COPY per batch of the flattened items, with no validation,
+    no order rows, no quarantine and no delete of the day first."""
+    day = date.fromisoformat(ctx.day)
+    start, end = day_window(day)
+    client: pymongo.MongoClient = pymongo.MongoClient(ctx.mongo_uri)
+    conn = sa.create_engine(ctx.bench_url).raw_connection()
+    rows = orders = 0
+    with Stopwatch() as watch:
+        documents = client[ctx.order_db]["orders"].find({"createdAt": {"$gte": start, "$lt": end}},
+                                                         batch_size=ctx.batch_size)
+        for batch in batched(documents, ctx.batch_size):
+            buffer = io.StringIO()
+            for order in batch:
+                for position, item in enumerate(order["orderItems"]):
+                    buffer.write(f"{order['_id']}\t{day}\t{position}\t{item['productId']}\t{item['quantity']}\t"
+                                 f"{item['unitPrice']}\t{item['subtotal']}\n")
+                    rows += 1
+            buffer.seek(0)
+            with conn.cursor() as cur:
+                cur.copy_expert(f"COPY {RAW_ORDER_ITEMS_TABLE} ({_RAW_ITEM_COLUMNS}) FROM STDIN", buffer)
+            conn.commit()
+            orders += len(batch)
+    conn.close()
+    client.close()
+    return StepOutcome(rows, watch.seconds, watch.cpu_seconds, {"orders": orders})
+
+
+def warehouse_load(ctx: StepContext) -> StepOutcome:
+    """`sync_order_day`, what `warehouse/orders` runs: the day's orders and items replaced."""
+    order_db = mongo_database(ctx.mongo_uri, ctx.order_db, store=ORDER_DB, timeout_s=10)
+    warehouse = postgres_engine(ctx.warehouse_url, store=WAREHOUSE, timeout_s=10)
+    with Stopwatch() as watch:
+        result = sync_order_day(order_db, warehouse, date.fromisoformat(ctx.day), run_id="bench-warehouse")
+    return StepOutcome(result.items_inserted, watch.seconds, watch.cpu_seconds,
+                       {"orders": result.inserted, "replaced": result.replaced, "quarantined": result.quarantined})
+
+
+def warehouse_analytics(ctx: StepContext) -> StepOutcome:
+    """The day's three analytics tables, as `warehouse/daily_sales`, `product_sales` and `cart_funnel` build
+    them, one after another (each asset's time in the details)."""
+    order_db = mongo_database(ctx.mongo_uri, ctx.order_db, store=ORDER_DB, timeout_s=10)
+    warehouse = postgres_engine(ctx.warehouse_url, store=WAREHOUSE, timeout_s=10)
+    day = date.fromisoformat(ctx.day)
+    details: dict[str, Any] = {}
+    with Stopwatch() as watch:
+        for load in (lambda: load_daily_sales(warehouse, day), lambda: load_product_sales(warehouse, day),
+                     lambda: load_cart_funnel(order_db, warehouse, day)):
+            started = time.perf_counter()
+            result = load()
+            details[f"{result.table}_s"] = round(time.perf_counter() - started, 3)
+            details[f"{result.table}_read"] = result.read
+    return StepOutcome(details["product_sales_read"], watch.seconds, watch.cpu_seconds, details)
+
+
 STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
     report.RAW: raw_limit,
     report.FULL_COLD: full_sync,
@@ -275,6 +411,15 @@ STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
     report.SLING: sling,
     report.OLD_SERVICE: old_service,
     report.RECONCILE: reconciliation,
+    report.CART_RAW: cart_raw_limit,
+    report.CART_COLD: cart_sync_full,
+    report.CART_WARM: cart_sync_full,
+    report.CART_INCREMENTAL: cart_sync_incremental,
+    report.WAREHOUSE_RAW: warehouse_raw_limit,
+    report.WAREHOUSE_FIRST: warehouse_load,
+    report.WAREHOUSE_ANALYTICS_FIRST: warehouse_analytics,
+    report.WAREHOUSE_REBUILD: warehouse_load,
+    report.WAREHOUSE_ANALYTICS_REBUILD: warehouse_analytics,
 }
 
 

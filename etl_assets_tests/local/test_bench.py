@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import bson
 import pytest
 
-from etl_assets.local import bench, bench_data, bench_steps
+from etl_assets.local import bench, bench_data, bench_runs, bench_steps
 from etl_assets.local import bench_report as report
 from etl_assets.local.bench_report import MIB, Measurement
 
@@ -143,3 +145,88 @@ def test_median_run_keeps_the_middle_time_and_lists_every_run():
     assert median.seconds == 8.3
     assert median.details["runs_s"] == [9.8, 7.4, 8.3]
     assert "runs_s" not in bench.median_run([_measurement(report.RAW, 5.0)]).details
+
+
+def _path_run() -> list[Measurement]:
+    runs = [
+        _measurement(report.FULL_WARM, 9.0),
+        _measurement(report.CART_RAW, 10.0, rows=1_000_000),
+        _measurement(report.CART_COLD, 14.0, rows=1_000_000),
+        _measurement(report.CART_WARM, 6.0, rows=1_000_000),
+        _measurement(report.CART_INCREMENTAL, 1.0, rows=10_000),
+        _measurement(report.WAREHOUSE_RAW, 4.0, rows=300_000),
+        _measurement(report.WAREHOUSE_FIRST, 5.0, rows=300_000),
+        _measurement(report.WAREHOUSE_ANALYTICS_FIRST, 0.9, rows=300_000),
+        _measurement(report.WAREHOUSE_REBUILD, 7.0, rows=300_000),
+        _measurement(report.WAREHOUSE_ANALYTICS_REBUILD, 1.5, rows=300_000),
+        _measurement(f"{report.CHECK_PREFIX}cart_db/product:in_sync_with_catalog", 8.0),
+        _measurement(f"{report.CHECK_PREFIX}cart_db/product:unique_ids", 0.5),
+        _measurement(f"{report.RUN_PREFIX}validate", 60.0, rss_mib=400),
+        _measurement(f"{report.RUN_PREFIX}full_reconcile", 90.0, rss_mib=900),
+    ]
+    runs[-2].details = {"profile": "small", "limit_bytes": 512 * MIB, "executor": "in_process"}
+    runs[-1].details = {"profile": "large", "limit_bytes": 1536 * MIB, "executor": "multiprocess_max_2"}
+    return runs
+
+
+def test_path_targets_hold_each_path_to_its_bound():
+    statuses = {t.name: t.status for t in report.evaluate_path_targets(_path_run())}
+    assert statuses == {
+        "cart sync vs raw limit": "PASS",  # 1.4×
+        "cart sync, warm": "PASS",  # 0.43×
+        "cart sync, 1% changed": "PASS",  # 7.1%
+        "day load, first build": "PASS",  # 1.25×
+        "analytics, first build": "PASS",  # 18%
+        "day load, rebuild": "FAIL",  # 1.75×
+        "analytics, rebuild": "FAIL",  # 21%
+        "slowest validate check": "PASS",  # 8 s of the warm sync's 9 s
+        "whole run of `validate` fits its profile": "FAIL",  # 512 / 400 = 1.28×
+        "whole run of `full_reconcile` fits its profile": "PASS",  # 1536 / 900 = 1.71×
+    }
+    assert report.evaluate_path_targets([_measurement(report.FULL_COLD, 10.0)]) == []  # no section, no target
+
+
+def test_path_tables_show_what_was_measured():
+    measurements = _path_run()
+    assert len(report.cart_table(measurements).splitlines()) == 2 + 4
+    assert len(report.warehouse_table(measurements).splitlines()) == 2 + 5
+    checks = report.checks_table(measurements).splitlines()
+    assert len(checks) == 2 + 2 and "in_sync_with_catalog" in checks[2]  # slowest first
+    runs = report.runs_table(measurements).splitlines()
+    assert len(runs) == 2 + 2 and "1.28×" in runs[2]
+    assert report.cart_table([]) is None and report.latency_table(measurements) is None
+    latency = _measurement(report.RUN_LATENCY, 2.0, rows=0)
+    latency.details = {"interpreter_start_s": 0.1, "dagster_import_s": 1.0, "code_load_s": 3.0, "run_s": 2.0,
+                       "steps_s": 0.5, "launch_to_success_s": 6.1}
+    assert "**6.10**" in report.latency_table([latency])
+
+
+def test_sections_and_scales_from_the_command_line():
+    default = bench.parse_args([])
+    assert default.sections == list(bench.SECTIONS)
+    assert default.carts == bench.DEFAULT_PRODUCTS * bench_data.CART_SYNC_CARTS_PER_PRODUCT
+    small = bench.parse_args(["--products", "4000", "--sections", "carts,runs", "--carts", "500"])
+    assert (small.sections, small.carts, small.orders) == (["carts", "runs"], 500, 2000)
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sections", "carts,nope"])
+
+
+def test_profile_memory_quantities():
+    assert bench.memory_bytes("512Mi") == 512 * MIB
+    assert bench.memory_bytes("2Gi") == 2048 * MIB
+    with pytest.raises(ValueError, match="Mi or Gi"):
+        bench.memory_bytes("1G")
+    profiles = bench.job_profiles()
+    assert profiles["validate"][0] == "small" and profiles["full_reconcile"][2] == "multiprocess_max_2"
+
+
+def test_tree_memory_sums_a_process_and_its_children():
+    """A parent that starts a child holding 50 MiB: the tree's peak counts both processes."""
+    holder = "import time; block = bytearray(50 * 1024 * 1024); time.sleep(1.5)"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {holder!r}])"])
+    tree = bench_runs.TreeMemory(parent.pid, interval_s=0.05)
+    tree.start()
+    parent.wait()
+    peak = tree.stop()
+    assert peak.processes == 2
+    assert peak.rss_bytes > 50 * MIB and peak.pss_bytes > 50 * MIB
