@@ -12,12 +12,12 @@ changes never launch twice, even when a tick is evaluated again after a crash.
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-from bson import json_util
+from bson import ObjectId, json_util
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
@@ -70,6 +70,22 @@ def newest_product_change(
     return newest["updatedAt"], products.count_documents(query)
 
 
+def newest_product_without_updated_at(
+    products: Collection, after: ObjectId | None, now: datetime
+) -> tuple[ObjectId | None, int]:
+    """The newest _id after `after`, created up to `now`, of the products without updatedAt (a bulk
+    import), and how many there are: what the incremental sync's second stream reads. The same
+    (updatedAt, _id) index, bounded on both fields."""
+    ids: dict[str, ObjectId] = {"$lt": ObjectId.from_datetime(now + timedelta(seconds=1))}
+    if after is not None:
+        ids["$gt"] = after
+    query = {"updatedAt": None, "_id": ids}
+    newest = products.find_one(query, {"_id": 1}, sort=[("updatedAt", -1), ("_id", -1)])
+    if newest is None:
+        return None, 0
+    return newest["_id"], products.count_documents(query)
+
+
 @dataclass
 class StreamRead:
     resume_token: dict  # where the next tick resumes; it moves with the server's clock even when idle
@@ -93,15 +109,21 @@ def _product_sync_request(run_key: str, changed: int) -> dg.RunRequest:
 
 
 def _poll_products(products: Collection, state: dict[str, Any]) -> dg.SensorResult:
-    since = _when(state.get("updated_at"))
-    newest, changed = newest_product_change(products, since, datetime.now(UTC))
-    if newest is None:
-        return dg.SensorResult(skip_reason=f"no product changed after {_iso(since) or 'the start'}",
+    since, after = _when(state.get("updated_at")), state.get("created_id")
+    now = datetime.now(UTC)
+    newest, changed = newest_product_change(products, since, now)
+    created, inserted = newest_product_without_updated_at(products, ObjectId(after) if after else None, now)
+    if newest is None and created is None:
+        return dg.SensorResult(skip_reason=f"no product changed after {_iso(since) or 'the start'}, and none "
+                                           f"without updatedAt inserted after {after or 'the start'}",
                                cursor=dump_cursor(state))
-    return dg.SensorResult(
-        run_requests=[_product_sync_request(f"product-changes-{newest.isoformat()}", changed)],
-        cursor=dump_cursor({**state, "updated_at": newest.isoformat()}),
-    )
+    moved = {**state, **({"updated_at": newest.isoformat()} if newest else {}),
+             **({"created_id": str(created)} if created else {})}
+    run_key = f"product-changes-{moved.get('updated_at') or 'none'}"
+    if moved.get("created_id"):
+        run_key += f"-{moved['created_id']}"
+    return dg.SensorResult(run_requests=[_product_sync_request(run_key, changed + inserted)],
+                           cursor=dump_cursor(moved))
 
 
 def _stream_products(
@@ -138,7 +160,8 @@ def _stream_products(
     minimum_interval_seconds=SETTINGS.product_sensor_interval_s,
     default_status=CHANGE_SENSOR_STATUS,
     description="Launches an incremental product sync when products changed in Product MongoDB: by polling "
-    "updatedAt past the cursor, or by reading the change stream when SHOP_SYNC_PRODUCT_CHANGE_STREAM is set.",
+    "updatedAt past the cursor (and the _id of products inserted without updatedAt), or by reading the change "
+    "stream when SHOP_SYNC_PRODUCT_CHANGE_STREAM is set.",
 )
 def product_changes(context: dg.SensorEvaluationContext, product_db: MongoStoreResource):
     state = load_cursor(context) or {"updated_at": None}

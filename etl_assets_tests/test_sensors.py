@@ -78,6 +78,21 @@ def test_a_product_dated_in_the_future_does_not_move_the_cursor_past_now(stores,
         f"product-changes-{later.isoformat()}"]
 
 
+def test_product_changes_notices_a_product_inserted_without_updated_at(stores, instance):
+    stores.product_db.products.insert_one(product(datetime(2026, 11, 20, 9, 0, tzinfo=UTC)))
+    first = tick("product_changes", stores, instance)
+    assert len(first.run_requests) == 1
+
+    imported = {"_id": ObjectId(), "title": "Imported lamp", "image": "lamp.png", "price": 10}  # no updatedAt
+    stores.product_db.products.insert_one(imported)
+    noticed = tick("product_changes", stores, instance, first.cursor)
+    assert len(noticed.run_requests) == 1 and run_keys(noticed) != run_keys(first)
+    assert noticed.run_requests[0].tags["shop-sync/changed-products"] == "1"
+    assert json.loads(noticed.cursor)["created_id"] == str(imported["_id"])
+    assert run_keys(tick("product_changes", stores, instance, first.cursor)) == run_keys(noticed)
+    assert not tick("product_changes", stores, instance, noticed.cursor).run_requests
+
+
 @pytest.fixture
 def change_stream(monkeypatch):
     monkeypatch.setattr(sensors, "SETTINGS", dataclasses.replace(SETTINGS, product_change_stream=True))

@@ -1,14 +1,16 @@
 """Product sync: Product MongoDB `products` → Cart PostgreSQL `product`.
 
 Streams the source in batches of raw documents (full mode: one server cursor over the collection;
-incremental mode: one cursor over the (updatedAt, _id) index from the watermark), with the next batch
+incremental mode: two cursors over the (updatedAt, _id) index, one from the watermark's updatedAt, one
+for documents without updatedAt whose _id was created since its created_at), with the next batch
 read ahead while this one is transformed (product_transform) and loaded. Each document is flattened
 and validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT …
 ON CONFLICT; into an empty copy, COPY straight in) and the rest are quarantined. Unchanged rows are
 not rewritten (content hash). After a complete full pass, active rows not seen valid are
 deactivated, never deleted. Each batch commits on its own and the watermark (the newest updatedAt
-read, never past the sync's own start) is saved only at the end, so a killed run is simply run again
-and converges."""
+read, never past the sync's own start, and the sync's start for documents without updatedAt) is saved
+only at the end, so a killed run is simply run again and converges. Edits of a document without
+updatedAt move no date: they wait for the full sync (or a change stream)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Any
 
 import polars as pl
 import psycopg2.errors
+from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
@@ -60,6 +63,30 @@ def iter_changed_since(products: Collection, since: datetime, batch_size: int) -
     query defeats the index on some servers, and a killed run restarts from the saved watermark."""
     return find_documents(products, {"updatedAt": {"$gte": since}}, store=PRODUCT_DB, batch_size=batch_size,
                           sort=[("updatedAt", 1), ("_id", 1)])
+
+
+def iter_created_without_updated_at(products: Collection, since: datetime,
+                                    batch_size: int) -> Iterator[list[bytes]]:
+    """Documents without updatedAt (missing or null; a bulk import, say) whose _id was created since
+    `since`: the ObjectId's embedded creation time stands in for the date. The same index, bounded on
+    both fields (a missing field is indexed as null), so only those documents are read. (An `_id` range
+    alone is a collection scan on some servers.)"""
+    return find_documents(products, {"updatedAt": None, "_id": {"$gte": ObjectId.from_datetime(since)}},
+                          store=PRODUCT_DB, batch_size=batch_size, sort=[("updatedAt", 1), ("_id", 1)])
+
+
+def _stream_start(watermark: dict[str, str], component: str) -> datetime:
+    """Where an incremental stream starts: its watermark component minus the look-back. A watermark
+    saved before the component existed falls back on the other one."""
+    other = "created_at" if component == "updated_at" else "updated_at"
+    return datetime.fromisoformat(watermark.get(component) or watermark[other]) - WATERMARK_LOOKBACK
+
+
+def iter_incremental(products: Collection, watermark: dict[str, str], batch_size: int) -> Iterator[list[bytes]]:
+    """Both incremental streams, one after the other, disjoint: documents whose updatedAt is past the
+    watermark's `updated_at`, then documents without updatedAt created past its `created_at`."""
+    yield from iter_changed_since(products, _stream_start(watermark, "updated_at"), batch_size)
+    yield from iter_created_without_updated_at(products, _stream_start(watermark, "created_at"), batch_size)
 
 
 # ---------- load ----------
@@ -233,13 +260,10 @@ def sync_products(
     report = SyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark)
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     products = product_db["products"]
-    if full:
-        batches = iter_full(products, batch_size)
-    else:
-        since = datetime.fromisoformat(watermark["updated_at"]) - WATERMARK_LOOKBACK
-        batches = iter_changed_since(products, since, batch_size)
+    batches = iter_full(products, batch_size) if full else iter_incremental(products, watermark, batch_size)
 
-    max_updated = datetime.fromisoformat(watermark["updated_at"]) if watermark else None
+    previous_updated = (watermark or {}).get("updated_at")
+    max_updated = datetime.fromisoformat(previous_updated) if previous_updated else None
 
     def store(loader: ProductLoader, batch: TransformedBatch) -> tuple[BatchResult, int]:
         result = loader.load(batch.valid, remember_seen=full)
@@ -272,10 +296,13 @@ def sync_products(
     if max_updated and max_updated > started_at:
         # A product dated in the future must not carry the watermark past changes still to come.
         max_updated = started_at
-    report.watermark_after = {"updated_at": max_updated.isoformat()} if max_updated else watermark
+    # Both components move only after a complete pass. created_at is the sync's start: every document
+    # without updatedAt created before it has been read (by the full scan, or the second stream).
+    report.watermark_after = {"created_at": started_at.isoformat()}
+    if max_updated:
+        report.watermark_after["updated_at"] = max_updated.isoformat()
     if not dry_run:
         if full:
             report.resolved += quarantine.resolve_unseen_since(started_at)
-        if report.watermark_after:
-            save_watermark(warehouse, SYNC_NAME, report.watermark_after, run_id)
+        save_watermark(warehouse, SYNC_NAME, report.watermark_after, run_id)
     return report.finish()

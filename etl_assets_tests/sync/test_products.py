@@ -8,6 +8,7 @@ import bson
 import pytest
 import sqlalchemy as sa
 from bson import Decimal128, ObjectId
+from pymongo import MongoClient, monitoring
 
 from etl_assets.sync.product_transform import InvalidProduct, flatten_product, row_hashes, transform_batch
 from etl_assets.sync.products import BatchResult, ProductLoader, sync_products
@@ -173,7 +174,7 @@ def test_incremental_sync_reads_only_changes_after_watermark(stores):
     assert report.mode == "incremental"
     # 2 changes, plus products 99 and 100 re-read inside the watermark look-back and left untouched
     assert (report.read, report.inserted, report.updated, report.unchanged) == (4, 1, 1, 2)
-    assert report.watermark_after == {"updated_at": (later + timedelta(seconds=1)).isoformat()}
+    assert report.watermark_after["updated_at"] == (later + timedelta(seconds=1)).isoformat()
     assert float(copy_rows(stores)[f"{7:024x}"]["price"]) == 777
 
 
@@ -238,3 +239,50 @@ def test_a_full_sync_through_several_routers_reads_every_batch(stores, routers):
         client.close()
     assert (report.read, report.inserted, report.batches) == (25, 25, 7)
     assert len(copy_rows(stores)) == 25
+
+
+class FindCommands(monitoring.CommandListener):
+    def __init__(self):
+        self.finds: list[dict] = []
+
+    def started(self, event):
+        if event.command_name == "find":
+            self.finds.append({key: event.command[key] for key in ("find", "filter", "sort") if key in event.command})
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def test_products_inserted_without_updated_at_arrive_incrementally(stores):
+    products = stores.product_db.products
+    products.create_index([("updatedAt", 1), ("_id", 1)])  # the product service's index
+    legacy = product(20, updatedAt=...)  # an old document without updatedAt, before the full sync
+    products.insert_many([product(n) for n in range(1, 4)] + [legacy])
+    full = run(stores, mode="full")
+    imported = [product(10, _id=ObjectId(), updatedAt=...), product(11, _id=ObjectId(), updatedAt=None)]
+    products.insert_many(imported)
+
+    listener = FindCommands()
+    client = MongoClient(stores.local.mongo.uri, tz_aware=True, event_listeners=[listener])
+    try:
+        report = sync_products(client[stores.product_db_name], stores.cart_engine, stores.warehouse_engine,
+                               run_id="test-run")
+    finally:
+        client.close()
+    assert report.mode == "incremental"
+    # The two imports; products 2 and 3 re-read inside the updatedAt look-back; the legacy one not at all.
+    assert (report.read, report.inserted, report.unchanged) == (4, 2, 2)
+    assert {str(doc["_id"]) for doc in imported} <= copy_rows(stores).keys()
+    assert datetime.fromisoformat(report.watermark_after["created_at"]) >= datetime.fromisoformat(
+        full.watermark_after["created_at"])
+    # Both reads are index scans on the real server, never a collection scan.
+    assert len(listener.finds) == 2
+    for find in listener.finds:
+        plan = str(stores.product_db.command("explain", find)["queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
+
+    again = run(stores, mode="incremental")  # the imports are inside the look-back: re-read, unchanged
+    assert (again.inserted, again.updated) == (0, 0)
