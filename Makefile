@@ -15,11 +15,12 @@ WITH_ENV := set -a; . $(LOCAL)/env; set +a; export DAGSTER_HOME=$(DAGSTER_HOME_D
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv stores dagster-home demo ui stop test bench clean
+.PHONY: help venv stores migrate dagster-home demo ui stop test bench clean
 
 help:
 	@echo "make demo   start the local stores, load demo data, materialize every asset, print a summary"
 	@echo "make ui     start the local stores and the Dagster UI on http://127.0.0.1:3000"
+	@echo "make migrate  start the local stores and migrate their schemas (python -m etl_assets.migrate)"
 	@echo "make stop   stop the local stores"
 	@echo "make test   ruff, then pytest (the tests start their own stores)"
 	@echo "make bench  install the bench extra and run the benchmark (options: BENCH_ARGS=...)"
@@ -43,14 +44,18 @@ venv: $(VENV)/.installed-dev
 stores: venv
 	$(BIN)/python -m etl_assets.local.stores up --root $(LOCAL)
 
+# The deploy step, as production runs it: the ETL's Alembic migrations, with the URLs `stores up` wrote.
+migrate: stores
+	$(WITH_ENV) $(BIN)/python -m etl_assets.migrate all
+
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME_DIR)
 	@cp $(DAGSTER_LOCAL_TEMPLATE) $(DAGSTER_HOME_DIR)/dagster.yaml
 
-demo: stores dagster-home
+demo: migrate dagster-home
 	$(WITH_ENV) $(BIN)/python -m etl_assets.local.demo --root $(LOCAL)
 
-ui: stores dagster-home
+ui: migrate dagster-home
 	$(WITH_ENV) env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -m etl_assets.definitions
 
 stop:

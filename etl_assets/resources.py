@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import PrivateAttr
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
+from etl_assets.migrations import SchemaNotCurrentError, require_current
 from etl_assets.sync import stores
 from etl_assets.sync.stores import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 
@@ -34,10 +37,16 @@ class MongoStoreResource(dg.ConfigurableResource):
 
 
 class PostgresStoreResource(dg.ConfigurableResource):
-    """A PostgreSQL database reached through SQLAlchemy (use a postgresql+psycopg2:// URL)."""
+    """A PostgreSQL database reached through SQLAlchemy (use a postgresql+psycopg2:// URL).
+
+    `migrations` names the Alembic history that defines the database's ETL-owned schema. The first
+    `engine()` of a step checks that the database is at that history's head, so a step against a schema
+    that lags (or leads) the code fails at once, without retries, naming the command that migrates it.
+    """
 
     url: str
     store_name: str
+    migrations: Literal["cart_db", "warehouse"]
     timeout_s: float = 5.0
     statement_timeout_s: float = 600.0
 
@@ -45,12 +54,23 @@ class PostgresStoreResource(dg.ConfigurableResource):
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = stores.postgres_engine(
+            engine = stores.postgres_engine(
                 self.url,
                 store=self.store_name,
                 timeout_s=self.timeout_s,
                 statement_timeout_s=self.statement_timeout_s,
             )
+            try:
+                require_current(engine, self.migrations)
+            except SchemaNotCurrentError as err:
+                engine.dispose()
+                # Retrying cannot help until someone migrates; the run-failure alert carries the message.
+                raise dg.Failure(description=str(err), allow_retries=False, metadata={
+                    "store": err.store,
+                    "database_revision": err.database_revision or "none",
+                    "code_revision": err.code_revision,
+                }) from None
+            self._engine = engine
         return self._engine
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -67,6 +87,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "order_db": MongoStoreResource(
             uri=dg.EnvVar("ORDER_MONGO_URI"), database=dg.EnvVar("ORDER_MONGO_DB"), store_name=ORDER_DB
         ),
-        "cart_db": PostgresStoreResource(url=dg.EnvVar("CART_PG_URL"), store_name=CART_DB),
-        "warehouse": PostgresStoreResource(url=dg.EnvVar("WAREHOUSE_PG_URL"), store_name=WAREHOUSE),
+        "cart_db": PostgresStoreResource(url=dg.EnvVar("CART_PG_URL"), store_name=CART_DB, migrations="cart_db"),
+        "warehouse": PostgresStoreResource(
+            url=dg.EnvVar("WAREHOUSE_PG_URL"), store_name=WAREHOUSE, migrations="warehouse"
+        ),
     }

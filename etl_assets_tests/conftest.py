@@ -15,7 +15,13 @@ import sqlalchemy as sa
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from etl_assets.local.stores import LocalMongo, LocalStores, use_private_runtime_dir
+from etl_assets.local.stores import (
+    LocalMongo,
+    LocalStores,
+    create_cart_service_tables,
+    migrate,
+    use_private_runtime_dir,
+)
 from etl_assets.resources import (
     CART_DB,
     ORDER_DB,
@@ -24,7 +30,6 @@ from etl_assets.resources import (
     MongoStoreResource,
     PostgresStoreResource,
 )
-from etl_assets.sync.stores import apply_sql_file
 from etl_assets_tests.routers import RouterProxy, alternating_selector, routers_uri
 
 _counter = itertools.count()
@@ -82,8 +87,9 @@ class StoreSet:
                                              store_name=PRODUCT_DB),
             "order_db": MongoStoreResource(uri=self.local.mongo.uri, database=self.order_db_name,
                                            store_name=ORDER_DB),
-            "cart_db": PostgresStoreResource(url=self.cart_url, store_name=CART_DB),
-            "warehouse": PostgresStoreResource(url=self.warehouse_url, store_name=WAREHOUSE),
+            "cart_db": PostgresStoreResource(url=self.cart_url, store_name=CART_DB, migrations="cart_db"),
+            "warehouse": PostgresStoreResource(url=self.warehouse_url, store_name=WAREHOUSE,
+                                               migrations="warehouse"),
         }
 
 
@@ -104,8 +110,8 @@ def fresh_store_set(local: LocalStores) -> StoreSet:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     cart_url = local.postgres.url(f"cart_{suffix}")
     warehouse_url = local.postgres.url(f"warehouse_{suffix}")
-    apply_sql_file(_engine(cart_url), "cart_db_schema.sql")
-    apply_sql_file(_engine(warehouse_url), "warehouse_schema.sql")
+    create_cart_service_tables(cart_url)
+    migrate(cart_url, warehouse_url)
     return StoreSet(local, f"products_{suffix}", f"orders_{suffix}", cart_url, warehouse_url,
                     MongoClient(local.mongo.uri, tz_aware=True))
 

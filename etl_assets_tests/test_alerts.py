@@ -119,7 +119,8 @@ def run_events(instance: dg.DagsterInstance, run_id: str, event_type: dg.Dagster
 def test_run_failure_alert_for_a_sync_whose_store_is_down(stores, webhook, capfd):
     closed_port = free_port()
     resources = {**stores.resources(), "cart_db": PostgresStoreResource(
-        url=f"postgresql+psycopg2://etl:s3cret@127.0.0.1:{closed_port}/cart", store_name=CART_DB, timeout_s=1)}
+        url=f"postgresql+psycopg2://etl:s3cret@127.0.0.1:{closed_port}/cart", store_name=CART_DB, migrations="cart_db",
+        timeout_s=1)}
     defs = dg.Definitions(assets=product_assets, jobs=[product_sync_incremental], resources=resources)
     with dg.instance_for_test(overrides={"run_retries": {"enabled": True}}) as instance:
         # The step retries (STORE_RETRY) against the closed port, then the run fails.

@@ -8,7 +8,6 @@ from etl_assets.assets.common import STORE_RETRY, SyncConfig, quarantine_metadat
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.carts import CartSnapshot
 from etl_assets.sync.carts import COLLECTION, LIVE, SOURCE, sync_carts
-from etl_assets.sync.stores import apply_sql_file
 
 _CART_VERSION = sa.text("SELECT count(*) AS carts, max(updated_at) AS updated_at, max(version) AS version FROM cart")
 
@@ -56,7 +55,6 @@ def order_db_carts(
     warehouse: PostgresStoreResource,
 ) -> dg.MaterializeResult:
     warehouse_engine = warehouse.engine()
-    apply_sql_file(warehouse_engine, "warehouse_schema.sql")
     report = sync_carts(
         cart_db.engine(),
         order_db.db(),

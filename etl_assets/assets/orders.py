@@ -10,7 +10,6 @@ from etl_assets.assets.common import STORE_RETRY, observe_collection, quarantine
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync.orders import SOURCE, quarantine_undated_orders, sync_order_day
-from etl_assets.sync.stores import apply_sql_file
 from etl_assets.sync.warehouse import table_columns
 
 # The UTC day of an order's createdAt. Every order asset and every warehouse table shares it.
@@ -32,13 +31,6 @@ class OrderSyncConfig(dg.Config):
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
     """The days this run materializes: one for a daily run, up to a month in a backfill run."""
     return [date.fromisoformat(key) for key in context.partition_keys]
-
-
-def ready_warehouse(warehouse: PostgresStoreResource) -> Engine:
-    """The warehouse engine, with its (idempotent) schema applied."""
-    engine = warehouse.engine()
-    apply_sql_file(engine, "warehouse_schema.sql")
-    return engine
 
 
 def column_schema(engine: Engine, table: str, model: type[pa.DataFrameModel]) -> dg.TableSchema:
@@ -80,7 +72,7 @@ def warehouse_orders(
     order_db: MongoStoreResource,
     warehouse: PostgresStoreResource,
 ) -> dg.MaterializeResult:
-    engine = ready_warehouse(warehouse)
+    engine = warehouse.engine()
     db = order_db.db()
     undated = quarantine_undated_orders(db, engine, run_id=context.run_id, batch_size=config.batch_size)
     for day in partition_days(context):

@@ -11,7 +11,6 @@ from etl_assets.assets.common import (
 )
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync.products import BATCH_SIZE, SOURCE, sync_products
-from etl_assets.sync.stores import apply_sql_file
 
 PRODUCT_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("id", "varchar(24)", description="hex of the Product MongoDB _id"),
@@ -66,7 +65,6 @@ def cart_db_product(
     cart_db: PostgresStoreResource,
     warehouse: PostgresStoreResource,
 ) -> dg.MaterializeResult:
-    apply_sql_file(warehouse.engine(), "warehouse_schema.sql")
     report = sync_products(
         product_db.db(), cart_db.engine(), warehouse.engine(),
         mode=config.mode, dry_run=config.dry_run, batch_size=config.batch_size,

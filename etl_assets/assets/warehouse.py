@@ -11,7 +11,6 @@ from etl_assets.assets.orders import (
     DAILY_BACKFILL,
     column_schema,
     partition_days,
-    ready_warehouse,
     warehouse_orders,
 )
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
@@ -60,7 +59,7 @@ _COMMON = {
     **_COMMON,
 )
 def daily_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreResource) -> dg.MaterializeResult:
-    engine = ready_warehouse(warehouse)
+    engine = warehouse.engine()
     for day in partition_days(context):
         load = load_daily_sales(engine, day)
         sales = load.rows.row(0, named=True)
@@ -85,7 +84,7 @@ def daily_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreResou
     **_COMMON,
 )
 def product_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreResource) -> dg.MaterializeResult:
-    engine = ready_warehouse(warehouse)
+    engine = warehouse.engine()
     for day in partition_days(context):
         load = load_product_sales(engine, day)
         revenue = float(load.rows["revenue"].sum())
@@ -118,7 +117,7 @@ def cart_funnel(
     order_db: MongoStoreResource,
     warehouse: PostgresStoreResource,
 ) -> dg.MaterializeResult:
-    engine = ready_warehouse(warehouse)
+    engine = warehouse.engine()
     for day in partition_days(context):
         load = load_cart_funnel(order_db.db(), engine, day, abandon_after_days=config.abandon_after_days)
         funnel = load.rows.row(0, named=True)

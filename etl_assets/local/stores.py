@@ -3,6 +3,9 @@ MongoDB-wire server (secantusdb, run as a separate process because it is GPL).
 
     python -m etl_assets.local.stores up   [--root .local]   # start (or reuse) and write <root>/env
     python -m etl_assets.local.stores down [--root .local]
+
+`up` creates the databases and the cart service's own tables; the ETL's schemas come from its migrations
+(`python -m etl_assets.migrate`, which `make demo` and `make ui` run next, with the URLs in <root>/env).
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pymongo
 import sqlalchemy as sa
 
-from etl_assets.sync.stores import apply_sql_file
+from etl_assets import migrations
 
 DATABASES = ("cart", "warehouse", "dagster")
+CART_SERVICE_SCHEMA = resources.files("etl_assets").joinpath("local", "cart_service_schema.sql")
 PRODUCT_DB_NAME = "shop_products"
 ORDER_DB_NAME = "shop_orders"
 
@@ -42,6 +47,22 @@ def use_private_runtime_dir() -> None:
         path = Path(tempfile.gettempdir()) / f"shop-sync-runtime-{os.getuid()}"
         path.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+def create_cart_service_tables(cart_url: str) -> None:
+    """The cart service's own tables, which its migrations create in production (dev and tests only)."""
+    engine = sa.create_engine(cart_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(CART_SERVICE_SCHEMA.read_text())
+    engine.dispose()
+
+
+def migrate(cart_url: str, warehouse_url: str) -> None:
+    """The ETL's migrations, as the deploy step runs them, on a cart database and a warehouse."""
+    for name, url in (("cart_db", cart_url), ("warehouse", warehouse_url)):
+        engine = sa.create_engine(url)
+        migrations.upgrade(engine, name)
+        engine.dispose()
 
 
 @dataclass
@@ -172,11 +193,13 @@ class LocalStores:
     def under(cls, root: Path, mongo_port: int = 0) -> LocalStores:
         return cls(LocalPostgres(root / "pg"), LocalMongo(root / "mongo", mongo_port))
 
-    def start(self) -> LocalStores:
+    def start(self, *, migrate_schemas: bool = True) -> LocalStores:
+        """Both servers, the cart service's tables and, unless told otherwise, the ETL's migrations."""
         self.postgres.start()
         self.mongo.start()
-        apply_sql_file(sa.create_engine(self.postgres.url("cart")), "cart_db_schema.sql")
-        apply_sql_file(sa.create_engine(self.postgres.url("warehouse")), "warehouse_schema.sql")
+        create_cart_service_tables(self.postgres.url("cart"))
+        if migrate_schemas:
+            migrate(self.postgres.url("cart"), self.postgres.url("warehouse"))
         return self
 
     def stop(self) -> None:
@@ -191,6 +214,9 @@ class LocalStores:
             "ORDER_MONGO_DB": ORDER_DB_NAME,
             "CART_PG_URL": self.postgres.url("cart"),
             "WAREHOUSE_PG_URL": self.postgres.url("warehouse"),
+            # Locally one superuser plays both roles; production gives migrations a role of their own.
+            "CART_PG_MIGRATE_URL": self.postgres.url("cart"),
+            "WAREHOUSE_PG_MIGRATE_URL": self.postgres.url("warehouse"),
             "DAGSTER_PG_URL": self.postgres.url("dagster"),
         }
 
@@ -217,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             stores.postgres.start().stop()
         print("local stores stopped")
         return
-    stores.start()
+    stores.start(migrate_schemas=False)  # the Makefile runs the migrate command itself
     env_file.write_text("".join(f"export {k}={v}\n" for k, v in stores.env().items()))
     print(f"local stores up: PostgreSQL socket {stores.postgres.socket_dir}, MongoDB {stores.mongo.uri}")
     print(f"environment written to {env_file}")

@@ -4,7 +4,6 @@ data version of a source collection."""
 from __future__ import annotations
 
 from datetime import datetime
-from importlib import resources
 
 import pymongo
 import sqlalchemy as sa
@@ -88,13 +87,6 @@ def postgres_engine(url: str, *, store: str, timeout_s: float, statement_timeout
         engine.dispose()
         raise unavailable(store, err) from None
     return engine
-
-
-def apply_sql_file(engine: Engine, name: str) -> None:
-    """Run one of the package's idempotent schema files (etl_assets/sql/<name>)."""
-    ddl = resources.files("etl_assets").joinpath("sql", name).read_text()
-    with engine.begin() as conn:
-        conn.exec_driver_sql(ddl)
 
 
 def collection_fingerprint(collection: Collection, date_field: str) -> tuple[int, datetime | None]:

