@@ -3,7 +3,8 @@
 The day's documents are read server-side filtered on createdAt and streamed in batches. Each document
 is flattened with its field types coerced; a document that cannot be coerced, or whose rows break a
 rule of etl_assets/schemas/orders.py, goes to the quarantine (source "order_db.orders") with the reason
-and the raw document. The day is replaced in one transaction, so a rerun or a retry converges.
+and the raw document. The day and its quarantine rows are replaced in one transaction, so a rerun or a
+retry converges.
 
 Documents with no usable createdAt belong to no day; `quarantine_undated_orders` accounts for them.
 Documents dated before the first partition are outside the warehouse's range and are not read.
@@ -269,12 +270,15 @@ def sync_order_day(
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     started_at = _warehouse_now(warehouse)
     docs = order_db.orders.find({"createdAt": {"$gte": start, "$lt": end}}, batch_size=batch_size)
+    # One connection and one transaction for the whole day, quarantine rows included: every lock the
+    # load waits for is one PostgreSQL sees, so a conflict is a deadlock it detects, never a wait between
+    # two connections of this process, and the day and its quarantine commit or roll back together.
     with warehouse.begin() as conn:
         conn.execute(sa.text("DELETE FROM order_items WHERE order_day = :day"), {"day": day})
         report.replaced = conn.execute(sa.text("DELETE FROM orders WHERE order_day = :day"), {"day": day}).rowcount
         for batch_docs in batched(docs, batch_size):
             batch = split_orders(batch_docs)
-            quarantine.put(batch.rejections)
+            quarantine.put(batch.rejections, conn)
             _insert(conn, batch)
             report.batches += 1
             report.read += len(batch_docs)

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from bson import json_util
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,17 @@ class Quarantine:
         self.source = source
         self.run_id = run_id
 
-    def put(self, rejections: Sequence[Rejection]) -> None:
+    def put(self, rejections: Sequence[Rejection], conn: Connection | None = None) -> None:
+        """Upsert the rejections, in their own transaction or, given `conn`, in the caller's."""
         if not rejections:
             return
-        with self.warehouse.begin() as conn:
-            conn.execute(_UPSERT, [
-                {"source": self.source, "record_id": r.record_id, "reason": r.reason,
-                 "payload": payload_json(r.payload), "run_id": self.run_id}
-                for r in rejections
-            ])
+        rows = [{"source": self.source, "record_id": r.record_id, "reason": r.reason,
+                 "payload": payload_json(r.payload), "run_id": self.run_id} for r in rejections]
+        if conn is not None:
+            conn.execute(_UPSERT, rows)
+            return
+        with self.warehouse.begin() as own:
+            own.execute(_UPSERT, rows)
 
     def resolve(self, record_ids: Iterable[str]) -> int:
         """Close the open rows of records that have just synced cleanly."""
