@@ -29,6 +29,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from etl_assets.k8s import SYNC_TARGETS, TARGET_TAG
+from etl_assets.migrations import HISTORIES
 from etl_assets.resources import build_resources
 from etl_assets_tests.chart_instance import (
     INSTANCE_CONFIG_MAP,
@@ -444,6 +445,8 @@ def test_secret_templates_hold_placeholders_for_every_key_read(
         if isinstance(value, dg.EnvVar)
     }
     assert set(templates["shop-sync-stores"]) == store_env_vars
+    # The migration roles only in their own Secret, which no run, step or code-server pod receives.
+    assert set(templates["shop-sync-migrate"]) == {history.migrate_url_env for history in HISTORIES.values()}
     assert set(templates[values["global"]["postgresqlSecretName"]]) == {"postgresql-password"}
     for secret in templates.values():
         assert all("REPLACE_ME" in value for value in secret.values()), "templates never carry a real value"
@@ -453,8 +456,30 @@ def test_secret_templates_hold_placeholders_for_every_key_read(
         *(secret["name"] for secret in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]),
         *(secret["name"] for secret in user_deployment["envSecrets"]),
         *instance_yaml["run_launcher"]["config"]["env_secrets"],
+        *(source["secretRef"]["name"] for job in manifests_of_kind("Job")
+          for container in job["spec"]["template"]["spec"]["containers"] for source in container["envFrom"]),
     }
     assert referenced == set(templates)
+
+
+def test_migrate_job_runs_the_migrate_command_with_the_code_image_and_its_hardening(
+    user_deployment: dict[str, Any],
+) -> None:
+    (job,) = manifests_of_kind("Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    image = user_deployment["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}", "the image of the release it migrates"
+    program, flag, module, *targets = container["command"]
+    assert (program, flag, module) == ("python", "-m", "etl_assets.migrate")
+    assert importlib.util.find_spec(module) is not None and set(targets) <= {*HISTORIES, "all"}
+    assert [source["secretRef"]["name"] for source in container["envFrom"]] == ["shop-sync-migrate"]
+    # The same non-root, read-only-root-filesystem hardening as the code server.
+    assert pod["securityContext"] == user_deployment["podSecurityContext"]
+    assert container["securityContext"] == user_deployment["securityContext"]
+    assert container["volumeMounts"] == user_deployment["volumeMounts"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert job["spec"]["template"]["metadata"]["labels"].items() >= STORE_ACCESS_LABEL.items()
 
 
 def test_network_policy_applies_to_every_pod_with_store_credentials(
