@@ -19,9 +19,9 @@ lands only over a snapshot built from the same or an earlier read. An older read
 snapshot: the guarded filter misses, the upsert collides with the unique index (E11000) and the cart is
 counted as stale_skipped. Any other write error fails the run.
 
-A deleted cart leaves no row to read, so every run also compares keys: the carts' (id, version) and the
-snapshots' (cartId, version, deletedAt), two streams in cartId order merged like a sorted join (memory
-follows the batch size). A live snapshot without a cart is marked `deletedAt` (never removed: Order
+A deleted cart leaves no row to read, so every run also compares keys: the snapshots' (cartId, version,
+deletedAt), streamed in batches, against their carts' rows looked up by primary key (memory follows the
+batch size). A live snapshot without a cart is marked `deletedAt` (never removed: Order
 MongoDB is INSERT/UPDATE only for the ETL); a marked snapshot whose cart exists again, or a live one
 whose version differs from its row's (a restore that kept an old updated_at), is read again by id.
 A write clears the mark. The mark is guarded like a write: it lands only on a snapshot read before the
@@ -30,6 +30,7 @@ cart was seen gone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,10 +45,11 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 from sqlalchemy.engine import Engine
 
-from etl_assets.schemas.carts import CartRow, CartSnapshot
+from etl_assets.schemas.carts import UUID, CartRow, CartSnapshot
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
+from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.validate import split_valid
 
 SOURCE = "cart_db.cart"
@@ -251,56 +253,10 @@ def iter_cart_pages(cart_db: Engine, since: datetime | None, batch_size: int, *,
         yield rows
 
 
-# ---------- keys: the carts against the snapshots ----------
+# ---------- keys: the snapshots against the carts ----------
 
-_CART_KEYS = sa.text("SELECT id::text AS cart_id, version FROM cart ORDER BY id")
-
-
-class KeyOrderError(RuntimeError):
-    """A key stream was not in cartId order, so merging it with the other would pair the wrong keys."""
-
-
-def _ascending(items: Iterable[Any], key: Callable[[Any], str], store: str, *, unique: bool) -> Iterator[Any]:
-    previous = None
-    for item in items:
-        current = key(item)
-        if previous is not None and (current < previous or (unique and current == previous)):
-            raise KeyOrderError(f"{store} returned cart id {current} after {previous}: not in cartId order")
-        previous = current
-        yield item
-
-
-def _cart_keys(cart_db: Engine, batch_size: int) -> Iterator[tuple[str, int]]:
-    with cart_db.connect() as conn:
-        for row in conn.execution_options(yield_per=batch_size).execute(_CART_KEYS):
-            yield row.cart_id, row.version
-
-
-def join_keys(cart_db: Engine, carts: Collection, batch_size: int
-              ) -> Iterator[tuple[str, int | None, dict[str, Any] | None]]:
-    """Every cart id of either store, in order, as (id, the cart's version or None, the snapshot or None).
-
-    PostgreSQL orders uuids as MongoDB orders their canonical text, so both sides stream in one order
-    (checked as they go) and are merged without holding either. A cartId held twice (no unique index)
-    yields each of its snapshots."""
-    rows = _ascending(_cart_keys(cart_db, batch_size), lambda r: r[0], "Cart PostgreSQL", unique=True)
-    docs = _ascending(
-        carts.find({"cartId": {"$type": "string"}}, {"_id": 0, "cartId": 1, "version": 1, DELETED_AT: 1},
-                   batch_size=batch_size).sort("cartId", ASCENDING),
-        lambda d: d["cartId"], "Order MongoDB", unique=False)
-    row, doc = next(rows, None), next(docs, None)
-    while row is not None or doc is not None:
-        if doc is None or (row is not None and row[0] < doc["cartId"]):
-            yield row[0], row[1], None
-            row = next(rows, None)
-        elif row is None or doc["cartId"] < row[0]:
-            yield doc["cartId"], None, doc
-            doc = next(docs, None)
-        else:
-            yield row[0], row[1], doc
-            doc = next(docs, None)
-            if doc is None or doc["cartId"] != row[0]:
-                row = next(rows, None)
+_CART_VERSIONS = sa.text("SELECT id::text AS cart_id, version FROM cart WHERE id = ANY(CAST(:ids AS uuid[]))")
+_CANONICAL_UUID = re.compile(UUID)
 
 
 @dataclass
@@ -313,22 +269,27 @@ class KeyDiff:
 
 
 def diff_keys(cart_db: Engine, carts: Collection, batch_size: int) -> Iterator[KeyDiff]:
-    """The key comparison in batches of at most `batch_size` ids of each kind."""
-    diff = KeyDiff()
-    for _, version, doc in join_keys(cart_db, carts, batch_size):
-        if doc is None:
-            continue  # a cart without a snapshot: the page pass writes it, or it is quarantined
-        cart_id, marked = doc["cartId"], doc.get(DELETED_AT) is not None
-        if version is None:
-            if not marked:
-                diff.gone.append(cart_id)
-        elif marked or doc.get("version") != version:
-            diff.read_again.append(cart_id)
-        if len(diff.gone) >= batch_size or len(diff.read_again) >= batch_size:
+    """Every snapshot's (cartId, version, deletedAt), streamed in batches (the next read while this one is
+    compared), against the rows of its batch's carts, looked up by primary key: one pass over the
+    snapshots, one index lookup per cart, memory following the batch size. A cartId that is no canonical
+    uuid names no cart."""
+    docs = carts.find({}, {"_id": 0, "cartId": 1, "version": 1, DELETED_AT: 1}, batch_size=batch_size)
+    for batch in read_ahead(batched(docs, batch_size)):
+        ids = [doc["cartId"] for doc in batch if _CANONICAL_UUID.match(str(doc.get("cartId")))]
+        with cart_db.connect() as conn:
+            versions = dict(conn.execute(_CART_VERSIONS, {"ids": ids}).tuples().all())
+        diff = KeyDiff()
+        for doc in batch:
+            cart_id, marked = doc.get("cartId"), doc.get(DELETED_AT) is not None
+            if cart_id not in versions:
+                if not marked:
+                    diff.gone.append(str(cart_id))
+            elif marked or doc.get("version") != versions[cart_id]:
+                diff.read_again.append(cart_id)
+        if diff.gone or diff.read_again:
+            diff.gone.sort()
+            diff.read_again.sort()
             yield diff
-            diff = KeyDiff()
-    if diff.gone or diff.read_again:
-        yield diff
 
 
 # ---------- load ----------

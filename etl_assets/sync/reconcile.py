@@ -453,8 +453,8 @@ def _total_matches(stored: Any, expected: float) -> bool:
 def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BATCH_SIZE) -> CartReconciliation:
     """Page through the carts (joined with their products) as the cart sync does, build the snapshots it
     would write, and look up the stored ones of each page with one query on the unique cartId index. A
-    snapshot marked deleted counts as none. Then merge the cart ids with the snapshots' as the sync's key
-    comparison does: a live snapshot without a cart is one the sync has not marked yet."""
+    snapshot marked deleted counts as none. Then compare the snapshots' keys with the carts as the sync
+    does: a live snapshot without a cart is one the sync has not marked yet."""
     result = CartReconciliation()
     snapshots = order_db[cart_sync.COLLECTION]
     for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
@@ -476,12 +476,9 @@ def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BA
         result.missing.add(missing)
         result.stale.add(stale)
         result.wrong_total.add(wrong_total)
-    for cart_id, version, doc in cart_sync.join_keys(cart_db, snapshots, batch_size):
-        if version is None and doc is not None:
-            if doc.get(cart_sync.DELETED_AT) is None:
-                result.without_cart.add([cart_id])
-            else:
-                result.marked_deleted += 1
+    for diff in cart_sync.diff_keys(cart_db, snapshots, batch_size):
+        result.without_cart.add(diff.gone)
+    result.marked_deleted = snapshots.count_documents({cart_sync.DELETED_AT: {"$ne": None}})
     return result
 
 
