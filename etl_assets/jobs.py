@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from etl_assets.fanout import product_sync_fanout_job
 from etl_assets.k8s import profile_tags
+from etl_assets.settings import SETTINGS
 
 PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
 CART_SNAPSHOTS = dg.AssetKey(["order_db", "carts"])
@@ -76,4 +78,10 @@ warehouse_build = dg.define_asset_job(
     tags={**profile_tags("small", target="warehouse"), **RUN_RETRIES},
 )
 
-ALL_JOBS = [product_sync_incremental, cart_sync, full_reconcile, validate, warehouse_build]
+# Its step processes (locally) or step pods: one per range, all at once.
+product_sync_fanout = product_sync_fanout_job(
+    SETTINGS.product_sync_ranges, on_kubernetes=SETTINGS.fanout_on_kubernetes,
+    tags={**profile_tags("large", target="cart_db"), **RUN_RETRIES},
+)
+
+ALL_JOBS = [product_sync_incremental, cart_sync, full_reconcile, validate, warehouse_build, product_sync_fanout]

@@ -42,6 +42,10 @@ class AutomationSettings:
     alert_webhook_configured: bool = False
     # Base URL of the Dagster UI, for links in alerts (e.g. https://dagster.example.com); optional.
     ui_base_url: str | None = None
+    # product_sync_fanout: the _id ranges a full product sync is split into, each its own step, and
+    # whether those steps run as Kubernetes Jobs (k8s_job_executor) or as local processes.
+    product_sync_ranges: int = 2
+    fanout_on_kubernetes: bool = False
 
     @property
     def automation_running(self) -> bool:
@@ -90,6 +94,8 @@ class AutomationSettings:
             warehouse_build_minute=int(minute),
             alert_webhook_configured=bool(env.get(ALERT_WEBHOOK_URL_ENV, "").strip()),
             ui_base_url=text("ui_base_url", "").rstrip("/") or None,
+            product_sync_ranges=positive_int("product_sync_ranges", defaults.product_sync_ranges),
+            fanout_on_kubernetes=flag("fanout_on_kubernetes", defaults.fanout_on_kubernetes),
         )
 
 

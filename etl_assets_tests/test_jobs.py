@@ -14,6 +14,7 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 
 from etl_assets.definitions import defs
 from etl_assets.jobs import RECONCILE_STEP_PROCESSES
+from etl_assets.settings import SETTINGS
 
 STORE_VARIABLES = ("PRODUCT_MONGO_URI", "PRODUCT_MONGO_DB", "ORDER_MONGO_URI", "ORDER_MONGO_DB", "CART_PG_URL",
                    "WAREHOUSE_PG_URL")
@@ -25,6 +26,7 @@ EXPECTED_STEP_PROCESSES = {
     "full_reconcile": RECONCILE_STEP_PROCESSES,
     "validate": 0,
     "warehouse_build": 0,
+    "product_sync_fanout": SETTINGS.product_sync_ranges,
 }
 
 

@@ -15,7 +15,7 @@ updatedAt move no date: they wait for the full sync (or a change stream)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -50,11 +50,11 @@ BATCH_SIZE = 10_000
 
 # ---------- extract ----------
 
-def iter_full(products: Collection, batch_size: int) -> Iterator[list[bytes]]:
-    """The whole collection in one server cursor, in natural order: the cheapest full scan a server
-    offers. Raw documents: the transform decodes them column by column. Deactivation does not depend
-    on the order (ids seen are collected server-side)."""
-    return find_documents(products, {}, store=PRODUCT_DB, batch_size=batch_size)
+def iter_full(products: Collection, batch_size: int, query: Mapping[str, Any] | None = None) -> Iterator[list[bytes]]:
+    """The whole collection (or the part `query` selects) in one server cursor, in natural order: the
+    cheapest full scan a server offers. Raw documents: the transform decodes them column by column.
+    Deactivation does not depend on the order (ids seen are collected server-side)."""
+    return find_documents(products, query or {}, store=PRODUCT_DB, batch_size=batch_size)
 
 
 def iter_changed_since(products: Collection, since: datetime, batch_size: int) -> Iterator[list[bytes]]:
@@ -248,19 +248,28 @@ def sync_products(
     batch_size: int = BATCH_SIZE,
     run_id: str,
     progress: Callable[[str], None] | None = None,
+    part: Mapping[str, Any] | None = None,
+    end_of_full_pass: Callable[[ProductLoader], int] | None = None,
 ) -> SyncReport:
-    """Bring the cart database's product copy in line with the catalog. Returns what changed."""
+    """Bring the cart database's product copy in line with the catalog. Returns what changed.
+
+    `part` makes it a full pass over only the documents that filter selects (one range of a fanned-out
+    sync, sync/product_ranges.py): the watermark and the quarantine of records gone from the source
+    are then the caller's, once every part is done. `end_of_full_pass` replaces what a complete pass
+    does at its end, deactivating the active rows it did not see; it returns how many it deactivated."""
     if mode not in ("incremental", "full"):
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if part is not None and mode != "full":
+        raise ValueError("a part of the catalog is synced in full mode only")
     started_at = datetime.now(UTC)
     watermark = load_watermark(warehouse, SYNC_NAME)
     full = mode == "full" or watermark is None
     report = SyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark)
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     products = product_db["products"]
-    batches = iter_full(products, batch_size) if full else iter_incremental(products, watermark, batch_size)
+    batches = iter_full(products, batch_size, part) if full else iter_incremental(products, watermark, batch_size)
 
     previous_updated = (watermark or {}).get("updated_at")
     max_updated = datetime.fromisoformat(previous_updated) if previous_updated else None
@@ -291,7 +300,7 @@ def sync_products(
                          f"updated {report.updated}, quarantined {report.quarantined}")
         if full:
             # Only after a complete pass: active rows the pass did not see valid left the source.
-            report.deactivated = loader.deactivate_unseen()
+            report.deactivated = (end_of_full_pass or ProductLoader.deactivate_unseen)(loader)
 
     if max_updated and max_updated > started_at:
         # A product dated in the future must not carry the watermark past changes still to come.
@@ -301,7 +310,7 @@ def sync_products(
     report.watermark_after = {"created_at": started_at.isoformat()}
     if max_updated:
         report.watermark_after["updated_at"] = max_updated.isoformat()
-    if not dry_run:
+    if not dry_run and part is None:
         if full:
             report.resolved += quarantine.resolve_unseen_since(started_at)
         save_watermark(warehouse, SYNC_NAME, report.watermark_after, run_id)

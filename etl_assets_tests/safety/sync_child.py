@@ -1,6 +1,6 @@
 """One full sync in its own process, for the crash test to SIGKILL at a chosen point.
 
-    python -m etl_assets_tests.safety.sync_child {products|carts} BATCH_SIZE
+    python -m etl_assets_tests.safety.sync_child {products|carts|range:INDEX} BATCH_SIZE
 
 Store locations come from the environment, as in production (CART_PG_URL, WAREHOUSE_PG_URL,
 PRODUCT_MONGO_URI/_DB, ORDER_MONGO_URI/_DB). Prints "ready" once connected, one line per batch as the
@@ -12,6 +12,7 @@ import sys
 
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets.sync.carts import sync_carts
+from etl_assets.sync.product_ranges import sync_range
 from etl_assets.sync.products import sync_products
 from etl_assets.sync.stores import mongo_database, postgres_engine
 
@@ -29,11 +30,15 @@ def main() -> None:
     warehouse = postgres_engine(env["WAREHOUSE_PG_URL"], store=WAREHOUSE, timeout_s=TIMEOUT_S)
     options = {"mode": "full", "batch_size": batch_size, "run_id": f"crash-child-{os.getpid()}",
                "progress": say}
-    if which == "products":
+    if which == "products" or which.startswith("range:"):
         product_db = mongo_database(env["PRODUCT_MONGO_URI"], env["PRODUCT_MONGO_DB"], store=PRODUCT_DB,
                                     timeout_s=TIMEOUT_S)
         say("ready")
-        sync_products(product_db, cart_db, warehouse, **options)
+        if which == "products":
+            sync_products(product_db, cart_db, warehouse, **options)
+        else:  # one range of the current fan-out plan
+            options.pop("mode")
+            sync_range(product_db, cart_db, warehouse, int(which.split(":")[1]), **options)
     else:
         order_db = mongo_database(env["ORDER_MONGO_URI"], env["ORDER_MONGO_DB"], store=ORDER_DB,
                                   timeout_s=TIMEOUT_S)
