@@ -18,8 +18,15 @@ import dagster as dg
 from dagster_k8s import k8s_job_executor
 
 from etl_assets.assets.common import STORE_RETRY, quarantine_metadata, report_metadata
+from etl_assets.assets.products import (
+    allow_mass_deactivation_field,
+    override_run_config,
+    refused_deactivation,
+)
 from etl_assets.k8s import step_op_tags
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.settings import SETTINGS
+from etl_assets.sync.guard import MassDeactivationRefused
 from etl_assets.sync.product_ranges import finish_ranges, plan_ranges, sync_range
 from etl_assets.sync.products import BATCH_SIZE, SOURCE
 
@@ -28,6 +35,10 @@ PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
 
 class RangeSyncConfig(dg.Config):
     batch_size: int = BATCH_SIZE
+
+
+class FinishRangesConfig(dg.Config):
+    allow_mass_deactivation: bool = allow_mass_deactivation_field()
 
 
 def _plan_op(ranges: int, tags: dict[str, str]) -> dg.OpDefinition:
@@ -60,9 +71,13 @@ def _finish_op(ranges: int, tags: dict[str, str]) -> dg.OpDefinition:
     @dg.op(name="finish_product_ranges", ins={f"range_{i}": dg.In(dg.Nothing) for i in range(ranges)},
            tags=tags, retry_policy=STORE_RETRY,
            description="Deactivate what no range saw, for the whole reconcile at once; move the watermark.")
-    def finish_product_ranges(context: dg.OpExecutionContext, cart_db: PostgresStoreResource,
-                              warehouse: PostgresStoreResource) -> None:
-        report = finish_ranges(cart_db.engine(), warehouse.engine(), run_id=context.run.run_id)
+    def finish_product_ranges(context: dg.OpExecutionContext, config: FinishRangesConfig,
+                              cart_db: PostgresStoreResource, warehouse: PostgresStoreResource) -> None:
+        guard = SETTINGS.deactivation_guard(allow_mass_deactivation=config.allow_mass_deactivation)
+        try:
+            report = finish_ranges(cart_db.engine(), warehouse.engine(), run_id=context.run.run_id, guard=guard)
+        except MassDeactivationRefused as refused:
+            raise refused_deactivation(context, refused, override_run_config(context.op_def.name)) from refused
         context.log_event(dg.AssetMaterialization(asset_key=PRODUCT_COPY, metadata={
             **report_metadata(report), **quarantine_metadata(warehouse.engine(), SOURCE), "ranges": ranges,
         }))

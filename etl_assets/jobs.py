@@ -20,6 +20,8 @@ from etl_assets.settings import SETTINGS
 
 PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
 CART_SNAPSHOTS = dg.AssetKey(["order_db", "carts"])
+# Runs after the product sync in full_reconcile: carts pointing at products a full sync deactivated.
+CARTS_REFERENCE_ACTIVE_PRODUCTS = dg.AssetCheckKey(dg.AssetKey(["cart_db", "cart"]), "products_exist_and_active")
 WAREHOUSE_GROUP = "warehouse"
 RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 RECONCILE_STEP_PROCESSES = 2
@@ -56,9 +58,11 @@ cart_sync = dg.define_asset_job(
 full_reconcile = dg.define_asset_job(
     "full_reconcile",
     executor_def=step_processes(RECONCILE_STEP_PROCESSES),
-    selection=dg.AssetSelection.assets(PRODUCT_COPY, CART_SNAPSHOTS),
+    selection=dg.AssetSelection.assets(PRODUCT_COPY, CART_SNAPSHOTS)
+    | dg.AssetSelection.checks(CARTS_REFERENCE_ACTIVE_PRODUCTS),
     config=sync_run_config("full", PRODUCT_COPY, CART_SNAPSHOTS),
-    description="Full product sync and cart sync, with every check of both assets.",
+    description="Full product sync and cart sync, with every check of both assets (a wiped copy fails "
+    "in_sync_with_catalog and active_rows_did_not_drop) and the carts' products_exist_and_active.",
     tags={**profile_tags("large", target="cart_db"), **RUN_RETRIES},
 )
 

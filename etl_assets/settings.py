@@ -1,4 +1,5 @@
-"""Automation settings (sensor intervals, cron strings, time zones), read once from the environment.
+"""Automation settings (sensor intervals, cron strings, time zones) and the product sync's
+mass-deactivation guard, read once from the environment.
 
 Every variable is optional; the defaults are production's. docs/automation.md lists them. Store
 connections and the alert webhook URL are resources configured through dg.EnvVar instead (resources.py,
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from etl_assets.sync.guard import DEFAULT_FLOOR, DEFAULT_MAX_SHARE, DeactivationGuard
 
 PREFIX = "SHOP_SYNC_"
 ALERT_WEBHOOK_URL_ENV = "ALERT_WEBHOOK_URL"
@@ -46,6 +49,13 @@ class AutomationSettings:
     # whether those steps run as Kubernetes Jobs (k8s_job_executor) or as local processes.
     product_sync_ranges: int = 2
     fanout_on_kubernetes: bool = False
+    # A full product sync refuses to deactivate more than this share of the active rows (0..1), or
+    # more than the floor when that is larger; the check active_rows_did_not_drop uses the same limit.
+    max_deactivation_share: float = DEFAULT_MAX_SHARE
+    deactivation_floor: int = DEFAULT_FLOOR
+
+    def deactivation_guard(self, *, allow_mass_deactivation: bool = False) -> DeactivationGuard:
+        return DeactivationGuard(self.max_deactivation_share, self.deactivation_floor, allow_mass_deactivation)
 
     @property
     def automation_running(self) -> bool:
@@ -70,6 +80,22 @@ class AutomationSettings:
             if raw not in ("true", "false", "1", "0", "yes", "no"):
                 raise SettingsError(f"{PREFIX}{name.upper()} must be true or false, not {raw!r}")
             return raw in ("true", "1", "yes")
+
+        def share(name: str, default: float) -> float:
+            raw = text(name, str(default))
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be a fraction between 0 and 1, not {raw!r}")
+            return value
+
+        def count(name: str, default: int) -> int:
+            raw = text(name, str(default))
+            if not raw.isdigit():
+                raise SettingsError(f"{PREFIX}{name.upper()} must be a whole number ≥ 0, not {raw!r}")
+            return int(raw)
 
         automation_default = text("automation_default", defaults.automation_default).lower()
         if automation_default not in ("running", "stopped"):
@@ -96,6 +122,8 @@ class AutomationSettings:
             ui_base_url=text("ui_base_url", "").rstrip("/") or None,
             product_sync_ranges=positive_int("product_sync_ranges", defaults.product_sync_ranges),
             fanout_on_kubernetes=flag("fanout_on_kubernetes", defaults.fanout_on_kubernetes),
+            max_deactivation_share=share("max_deactivation_share", defaults.max_deactivation_share),
+            deactivation_floor=count("deactivation_floor", defaults.deactivation_floor),
         )
 
 

@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+from bson import ObjectId
 
 from etl_assets.alerts import (
     LOG_PREFIX,
@@ -22,10 +24,12 @@ from etl_assets.alerts import (
     deliver,
     redact,
 )
+from etl_assets.assets.carts import cart_assets
 from etl_assets.assets.products import product_assets
-from etl_assets.jobs import product_sync_incremental
+from etl_assets.checks import all_checks
+from etl_assets.jobs import full_reconcile, product_sync_incremental
 from etl_assets.local.stores import free_port
-from etl_assets.resources import CART_DB, PostgresStoreResource
+from etl_assets.resources import CART_DB, PRODUCT_DB, MongoStoreResource, PostgresStoreResource
 from etl_assets.sensors import alert_on_failed_checks, alert_on_run_failure
 from etl_assets.settings import ALERT_WEBHOOK_URL_ENV, SETTINGS
 
@@ -201,3 +205,38 @@ def test_check_failure_alert_names_only_failed_error_checks(webhook):
     assert alert["failed_checks"] == [{"asset": "cart_db/product", "check": "product_copy_matches_schema",
                                        "description": "3 rows break the schema"}]
     assert alert["summary"] == "1 ERROR-severity check(s) failed: cart_db/product:product_copy_matches_schema"
+
+
+def test_run_failure_alert_carries_the_refused_deactivation_and_the_run_is_not_retried(stores, webhook):
+    """Issue 12 §1: PRODUCT_MONGO_DB names a database that does not exist, and the nightly full sync runs."""
+    stores.product_db.products.insert_many([{"_id": ObjectId(), "title": f"p{n}", "image": "i.png", "price": n}
+                                            for n in range(500)])
+    with dg.instance_for_test(overrides={"run_retries": {"enabled": True}}) as instance:
+        jobs = [product_sync_incremental, full_reconcile]
+        assert dg.materialize(product_assets, instance=instance, resources=stores.resources()).success
+        typo = {**stores.resources(), "product_db": MongoStoreResource(
+            uri=stores.local.mongo.uri, database=f"{stores.product_db_name}_typo", store_name=PRODUCT_DB)}
+        defs = dg.Definitions(assets=[*product_assets, *cart_assets], asset_checks=all_checks, jobs=jobs,
+                              resources=typo)
+        result = defs.resolve_job_def("full_reconcile").execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        context = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_run_failure",
+            dagster_event=run_events(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE),
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
+        ).for_run_failure()
+        alert_on_run_failure(context)
+    with stores.cart_engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM product WHERE is_active")).scalar_one() == 500
+
+    [post] = webhook.posts
+    alert = post["alert"]
+    print(f"\nrefused deactivation, as the alert carries it:\n{alert['summary']}")
+    assert alert["failed_steps"] == ["cart_db__product"] and alert["will_retry"] is False
+    assert alert["summary"].startswith("Failure: product sync refused to deactivate 500 of 500 active products")
+    assert "it read 0 documents from product_db.products" in alert["summary"]
+    assert alert["summary"].endswith(
+        'run config {"ops": {"cart_db__product": {"config": {"mode": "full", "allow_mass_deactivation": true}}}}')

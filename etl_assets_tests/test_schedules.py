@@ -69,6 +69,15 @@ def test_defaults():
         "*/15 * * * *", "0 2 * * *", "0 * * * *")
     assert defaults.schedule_timezone == "UTC" and defaults.automation_running
     assert (defaults.warehouse_build_hour, defaults.warehouse_build_minute) == (0, 30)
+    assert (defaults.max_deactivation_share, defaults.deactivation_floor) == (0.05, 10)
+
+
+def test_the_deactivation_guard_comes_from_the_environment():
+    settings = AutomationSettings.from_env({"SHOP_SYNC_MAX_DEACTIVATION_SHARE": "0.2",
+                                            "SHOP_SYNC_DEACTIVATION_FLOOR": "3"})
+    guard = settings.deactivation_guard()
+    assert (guard.limit(100), guard.limit(10), guard.allow_mass_deactivation) == (20, 3, False)
+    assert settings.deactivation_guard(allow_mass_deactivation=True).allow_mass_deactivation
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -77,6 +86,9 @@ def test_defaults():
     ("SHOP_SYNC_AUTOMATION_DEFAULT", "on"),
     ("SHOP_SYNC_WAREHOUSE_BUILD_TIME", "25:00"),
     ("SHOP_SYNC_PRODUCT_CHANGE_STREAM", "maybe"),
+    ("SHOP_SYNC_MAX_DEACTIVATION_SHARE", "5%"),
+    ("SHOP_SYNC_MAX_DEACTIVATION_SHARE", "1.5"),
+    ("SHOP_SYNC_DEACTIVATION_FLOOR", "-1"),
 ])
 def test_unusable_settings_name_their_variable(name, value):
     with pytest.raises(SettingsError, match=name):

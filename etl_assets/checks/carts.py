@@ -3,6 +3,7 @@
 import dagster as dg
 
 from etl_assets.assets.carts import cart_db_cart, order_db_carts
+from etl_assets.assets.products import cart_db_product
 from etl_assets.checks.common import ERROR, WARN, evaluate
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync import reconcile
@@ -22,6 +23,8 @@ def cart_rows_match_schema(cart_db: PostgresStoreResource) -> dg.AssetCheckResul
 @dg.asset_check(
     asset=cart_db_cart,
     name="products_exist_and_active",
+    # In a run that syncs the product copy (full_reconcile), it judges the copy the sync left.
+    additional_deps=[cart_db_product],
     description="Every cart points at a product the copy holds and has active; such a cart cannot be snapshot.",
 )
 def carts_reference_active_products(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:

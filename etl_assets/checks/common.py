@@ -12,6 +12,8 @@ from etl_assets.sync.stores import StoreUnavailableError
 
 ERROR = dg.AssetCheckSeverity.ERROR
 WARN = dg.AssetCheckSeverity.WARN
+# How many past evaluations are searched for the last one that recorded what a check compares against.
+_HISTORY = 10
 
 
 def _metadata_value(value: Any) -> Any:
@@ -59,4 +61,17 @@ def run_days(context: dg.AssetCheckExecutionContext) -> DayRange | None:
     if context.has_partition_key_range:
         keys = context.partition_key_range
         return date.fromisoformat(keys.start), date.fromisoformat(keys.end)
+    return None
+
+
+def latest_evaluation_with(context: dg.AssetCheckExecutionContext,
+                           metadata_key: str) -> tuple[dg.AssetCheckEvaluation, float] | None:
+    """This check's last evaluation whose metadata holds `metadata_key`, kept in the Dagster instance, and
+    when it was stored. A planned-only record, or an evaluation without the key (its store was down), is
+    passed over."""
+    (key,) = context.selected_asset_check_keys
+    for record in context.instance.event_log_storage.get_asset_check_execution_history(key, limit=_HISTORY):
+        evaluation = record.evaluation
+        if isinstance(evaluation, dg.AssetCheckEvaluation) and metadata_key in evaluation.metadata:
+            return evaluation, record.event.timestamp
     return None

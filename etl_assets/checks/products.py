@@ -3,9 +3,13 @@
 import dagster as dg
 
 from etl_assets.assets.products import cart_db_product
-from etl_assets.checks.common import ERROR, evaluate
+from etl_assets.checks.common import ERROR, evaluate, latest_evaluation_with
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.settings import SETTINGS
 from etl_assets.sync import reconcile
+
+# The product sync's override, as its materialization records it.
+MASS_DEACTIVATION_ALLOWED = "mass_deactivation_allowed"
 
 
 @dg.asset_check(
@@ -30,9 +34,8 @@ def product_copy_matches_schema(cart_db: PostgresStoreResource) -> dg.AssetCheck
 def product_copy_in_sync_with_catalog(
     product_db: MongoStoreResource, cart_db: PostgresStoreResource, warehouse: PostgresStoreResource
 ) -> dg.AssetCheckResult:
-    return evaluate(
-        lambda: reconcile.reconcile_products(product_db.db(), cart_db.engine(), warehouse.engine()), ERROR
-    )
+    return evaluate(lambda: reconcile.reconcile_products(
+        product_db.db(), cart_db.engine(), warehouse.engine(), guard=SETTINGS.deactivation_guard()), ERROR)
 
 
 @dg.asset_check(
@@ -44,4 +47,43 @@ def product_copy_unique_ids(cart_db: PostgresStoreResource) -> dg.AssetCheckResu
     return evaluate(lambda: reconcile.duplicate_rows(cart_db.engine(), "product", "id"), ERROR)
 
 
-product_checks = [product_copy_matches_schema, product_copy_in_sync_with_catalog, product_copy_unique_ids]
+def active_rows_baseline(context: dg.AssetCheckExecutionContext) -> int | None:
+    """What the active rows are compared with: the active rows of this check's last passing evaluation (a
+    failing one carries its own baseline forward), unless a product sync since then was allowed to
+    deactivate past the guard (allow_mass_deactivation): its result is the new baseline."""
+    previous = latest_evaluation_with(context, reconcile.ACTIVE_ROWS)
+    baseline, evaluated_at = None, 0.0
+    if previous:
+        evaluation, evaluated_at = previous
+        baseline = evaluation.metadata[reconcile.ACTIVE_ROWS if evaluation.passed
+                                       else reconcile.BASELINE_ACTIVE_ROWS].value
+    materialization = context.instance.get_latest_materialization_event(cart_db_product.key)
+    if materialization and materialization.timestamp > evaluated_at:
+        metadata = materialization.asset_materialization.metadata
+        if MASS_DEACTIVATION_ALLOWED in metadata and metadata[MASS_DEACTIVATION_ALLOWED].value:
+            return metadata["dagster/row_count"].value
+    return baseline
+
+
+@dg.asset_check(
+    asset=cart_db_product,
+    name="active_rows_did_not_drop",
+    description="The copy's active rows fell, since the last passing evaluation, by no more than the "
+    "mass-deactivation guard allows (SHOP_SYNC_MAX_DEACTIVATION_SHARE of them, at least "
+    "SHOP_SYNC_DEACTIVATION_FLOOR): catches a wiped copy whatever wiped it. A product sync run with "
+    "allow_mass_deactivation sets a new baseline.",
+)
+def product_copy_active_rows_did_not_drop(
+    context: dg.AssetCheckExecutionContext, cart_db: PostgresStoreResource
+) -> dg.AssetCheckResult:
+    baseline = active_rows_baseline(context)
+    return evaluate(lambda: reconcile.active_rows_drop(cart_db.engine(), baseline,
+                                                       guard=SETTINGS.deactivation_guard()), ERROR)
+
+
+product_checks = [
+    product_copy_matches_schema,
+    product_copy_in_sync_with_catalog,
+    product_copy_unique_ids,
+    product_copy_active_rows_did_not_drop,
+]

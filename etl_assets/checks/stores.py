@@ -7,7 +7,7 @@ import dagster as dg
 from etl_assets.assets.carts import cart_db_cart, order_db_carts
 from etl_assets.assets.orders import order_db_orders, warehouse_orders
 from etl_assets.assets.products import cart_db_product, product_db_products
-from etl_assets.checks.common import ERROR, WARN, evaluate
+from etl_assets.checks.common import ERROR, WARN, evaluate, latest_evaluation_with
 from etl_assets.resources import (
     CART_DB,
     ORDER_DB,
@@ -17,9 +17,6 @@ from etl_assets.resources import (
     PostgresStoreResource,
 )
 from etl_assets.sync import carts, orders, products, reconcile
-
-# How many past evaluations are searched for the last one that recorded the warehouse time.
-_HISTORY = 10
 
 
 def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: str) -> dg.AssetChecksDefinition:
@@ -46,13 +43,8 @@ def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: 
 
 def previous_as_of(context: dg.AssetCheckExecutionContext) -> datetime | None:
     """The warehouse time of this check's last evaluation, kept in its metadata in the Dagster instance."""
-    (key,) = context.selected_asset_check_keys
-    for record in context.instance.event_log_storage.get_asset_check_execution_history(key, limit=_HISTORY):
-        # A planned-only record, or an evaluation without the time (its store was down), is passed over.
-        evaluation = record.evaluation
-        if isinstance(evaluation, dg.AssetCheckEvaluation) and reconcile.AS_OF in evaluation.metadata:
-            return datetime.fromtimestamp(evaluation.metadata[reconcile.AS_OF].value, UTC)
-    return None
+    previous = latest_evaluation_with(context, reconcile.AS_OF)
+    return datetime.fromtimestamp(previous[0].metadata[reconcile.AS_OF].value, UTC) if previous else None
 
 
 def quarantine_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksDefinition:

@@ -29,7 +29,8 @@ from bson import ObjectId
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
-from etl_assets.sync.products import SOURCE, SYNC_NAME, ProductLoader, sync_products
+from etl_assets.sync.guard import DEFAULT_GUARD, DeactivationGuard
+from etl_assets.sync.products import SOURCE, SYNC_NAME, ProductLoader, apply_guard, sync_products
 from etl_assets.sync.quarantine import Quarantine
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
@@ -176,9 +177,11 @@ def sync_range(product_db: Database, cart_db: Engine, warehouse: Engine, index: 
     return report
 
 
-def finish_ranges(cart_db: Engine, warehouse: Engine, *, run_id: str) -> SyncReport:
+def finish_ranges(cart_db: Engine, warehouse: Engine, *, run_id: str,
+                  guard: DeactivationGuard = DEFAULT_GUARD) -> SyncReport:
     """Deactivate what the plan's ranges did not see, all at once; resolve the quarantine of products
-    gone from the source; move the watermark to the plan's start."""
+    gone from the source; move the watermark to the plan's start. Raises MassDeactivationRefused, with
+    nothing deactivated, resolved or moved, when `guard` refuses the whole reconcile's deactivation."""
     plan = load_plan(warehouse)
     report = SyncReport(mode="full", dry_run=False)
     unseen: list[str] = []
@@ -190,6 +193,7 @@ def finish_ranges(cart_db: Engine, warehouse: Engine, *, run_id: str) -> SyncRep
         report.read += outcome["read"]
         active += outcome["active"]
         unseen += outcome["unseen"]
+    apply_guard(report, guard, deactivating=len(unseen), active=active)
     report.deactivated = deactivate(cart_db, unseen)
     started_at = datetime.fromisoformat(plan.started_at)
     report.resolved = Quarantine(warehouse, SOURCE, run_id).resolve_unseen_since(started_at)

@@ -6,16 +6,19 @@ for documents without updatedAt whose _id was created since its created_at), wit
 read ahead while this one is transformed (product_transform) and loaded. Each document is flattened
 and validated; valid rows are bulk loaded (COPY into a session-private staging table, then INSERT …
 ON CONFLICT; into an empty copy, COPY straight in) and the rest are quarantined. Unchanged rows are
-not rewritten (content hash). After a complete full pass, active rows not seen valid are
-deactivated, never deleted. Each batch commits on its own and the watermark (the newest updatedAt
-read, never past the sync's own start, and the sync's start for documents without updatedAt) is saved
-only at the end, so a killed run is simply run again and converges. Edits of a document without
-updatedAt move no date: they wait for the full sync (or a change stream)."""
+not rewritten (content hash). Stale beats missing: a product still in the source that now fails the
+contract keeps its last good row, active (counted as stale_invalid). After a complete full pass,
+active rows of products absent from the source are deactivated, never deleted, unless they exceed
+the mass-deactivation guard (sync/guard.py): then the sync fails before deactivating anything. Each
+batch commits on its own and the watermark (the newest updatedAt read, never past the sync's own
+start, and the sync's start for documents without updatedAt) and the quarantine's resolution are
+saved only at the end, so a killed or refused run is simply run again and converges. Edits of a
+document without updatedAt move no date: they wait for the full sync (or a change stream)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -28,6 +31,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
+from etl_assets.sync.guard import DEFAULT_GUARD, DeactivationGuard, MassDeactivationRefused
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, copy_rows, csv_rows
 from etl_assets.sync.product_transform import TransformedBatch, transform_batch
 from etl_assets.sync.quarantine import Quarantine
@@ -147,17 +151,33 @@ _COPY_TO_PRODUCT = f"COPY product {_CSV}"
 # No key: appending is cheaper than keeping an index, and the anti-join at the end hashes the ids anyway.
 _REMEMBER_STAGED = "INSERT INTO product_seen SELECT id FROM product_stage"
 _COPY_TO_SEEN = f"COPY product_seen (id) FROM STDIN WITH {CSV_OPTIONS}"
+# Products present in the source but failing the contract: their active rows stay as they are.
+_STALE = "SELECT id FROM product WHERE id = ANY(%s) AND is_active"
+_COUNT_STALE = f"SELECT count(*) FROM ({_STALE}) stale"  # noqa: S608 - constant
+_REMEMBER_STALE = f"WITH stale AS ({_STALE}), seen AS (INSERT INTO product_seen SELECT id FROM stale) " \
+                  "SELECT count(*) FROM stale"  # noqa: S608 - constant
 _COUNT_COPY = "SELECT count(*) FROM product"
 _ANALYZE_SEEN = "ANALYZE product_seen"  # temp tables get no autovacuum: give the planner the row count
 _UNSEEN = "is_active AND NOT EXISTS (SELECT 1 FROM product_seen s WHERE s.id = product.id)"
 _DEACTIVATE_UNSEEN = f"UPDATE product SET is_active = false, synced_at = now() WHERE {_UNSEEN}"  # noqa: S608
-_COUNT_UNSEEN = f"SELECT count(*) FROM product WHERE {_UNSEEN}"  # noqa: S608 - constant
+_COUNT_ACTIVE_AND_UNSEEN = f"""
+    SELECT count(*) FILTER (WHERE is_active), count(*) FILTER (WHERE {_UNSEEN}) FROM product
+"""  # noqa: S608 - constant
 
 
 @dataclass
 class BatchResult:
     inserted: int
     updated: int
+    stale_invalid: int = 0  # active rows kept as they were: their product now fails the contract
+
+
+@dataclass
+class Deactivation:
+    """What deactivating the unseen rows of a full pass means: how many go, of how many active."""
+
+    unseen: int
+    active: int
 
 
 class ProductLoader:
@@ -188,7 +208,9 @@ class ProductLoader:
     def __exit__(self, *exc: object) -> None:
         self.conn.close()
 
-    def load(self, valid: pl.DataFrame, *, remember_seen: bool) -> BatchResult:
+    def load(self, valid: pl.DataFrame, *, invalid_ids: Sequence[str] = (), remember_seen: bool) -> BatchResult:
+        """Load the valid rows; the products of `invalid_ids` (present in the source, failing the contract)
+        keep their rows as they are, and a full pass remembers them as seen so it does not deactivate them."""
         rows = csv_rows(valid.select(*(("tags_json" if c == "tags" else c) for c in COPY_COLUMNS)))
         with self.conn.cursor() as cur:
             if self.straight_copies and self._copy_straight(cur, rows):
@@ -202,6 +224,9 @@ class ProductLoader:
                 result = BatchResult(*cur.fetchone())
                 if remember_seen:
                     cur.execute(_REMEMBER_STAGED)
+            if invalid_ids:
+                cur.execute(_REMEMBER_STALE if remember_seen else _COUNT_STALE, (list(invalid_ids),))
+                result.stale_invalid = cur.fetchone()[0]
         self.conn.commit()
         return result
 
@@ -217,14 +242,24 @@ class ProductLoader:
         cur.execute("RELEASE SAVEPOINT straight_copy")
         return True
 
-    def deactivate_unseen(self) -> int:
+    def plan_deactivation(self) -> Deactivation:
+        """After a full pass: the active rows, and those of them the pass did not see."""
         with self.conn.cursor() as cur:
             if self.straight_copies and self._holds_only_copied(cur):
-                deactivated = 0
+                plan = Deactivation(unseen=0, active=self.copied_straight)
             else:
                 cur.execute(_ANALYZE_SEEN)
-                cur.execute(_COUNT_UNSEEN if self.dry_run else _DEACTIVATE_UNSEEN)
-                deactivated = cur.fetchone()[0] if self.dry_run else cur.rowcount
+                cur.execute(_COUNT_ACTIVE_AND_UNSEEN)
+                active, unseen = cur.fetchone()
+                plan = Deactivation(unseen, active)
+        self.conn.commit()
+        return plan
+
+    def deactivate_unseen(self) -> int:
+        """Deactivate the active rows the full pass did not see; how many it deactivated."""
+        with self.conn.cursor() as cur:
+            cur.execute(_DEACTIVATE_UNSEEN)
+            deactivated = cur.rowcount
         self.conn.commit()
         return deactivated
 
@@ -234,6 +269,35 @@ class ProductLoader:
         deletes from the copy.)"""
         cur.execute(_COUNT_COPY)
         return cur.fetchone()[0] == self.copied_straight
+
+
+def _guard_and_deactivate(loader: ProductLoader, report: SyncReport, guard: DeactivationGuard, *,
+                          dry_run: bool) -> int:
+    """After a complete pass: deactivate the active rows it did not see, unless the guard refuses (a dry
+    run only reports it). Records the guard's numbers in `report`; returns how many were deactivated
+    (in a dry run, would be)."""
+    plan = loader.plan_deactivation()
+    apply_guard(report, guard, deactivating=plan.unseen, active=plan.active, dry_run=dry_run)
+    return loader.deactivate_unseen() if plan.unseen and not dry_run else plan.unseen
+
+
+def apply_guard(report: SyncReport, guard: DeactivationGuard, *, deactivating: int, active: int,
+                dry_run: bool = False) -> None:
+    """Record the guard's verdict on deactivating `deactivating` of `active` rows in `report`, and raise
+    MassDeactivationRefused if it refuses, unless this is a dry run. Upserted batches stay (they are
+    right); the caller deactivates, resolves and moves nothing after a refusal."""
+    report.active_before = active
+    report.deactivation_limit = guard.limit(active)
+    report.deactivation_refused = guard.refuses(deactivating=deactivating, active=active, read=report.read)
+    report.mass_deactivation_allowed = guard.allow_mass_deactivation
+    if report.deactivation_refused and not dry_run:
+        raise MassDeactivationRefused(guard, source=SOURCE, deactivating=deactivating, active=active,
+                                      read=report.read)
+
+
+def rejected_copy_ids(batch: TransformedBatch) -> list[str]:
+    """The ids of the batch's rejected documents that can name a copy row: only an ObjectId _id can."""
+    return [r.record_id for r in batch.rejections if ObjectId.is_valid(r.record_id)]
 
 
 # ---------- the sync ----------
@@ -250,13 +314,18 @@ def sync_products(
     progress: Callable[[str], None] | None = None,
     part: Mapping[str, Any] | None = None,
     end_of_full_pass: Callable[[ProductLoader], int] | None = None,
+    guard: DeactivationGuard = DEFAULT_GUARD,
 ) -> SyncReport:
     """Bring the cart database's product copy in line with the catalog. Returns what changed.
+
+    Raises MassDeactivationRefused, after the pass and before deactivating anything, when a full sync
+    would deactivate more than `guard` allows; a dry run reports the same numbers instead.
 
     `part` makes it a full pass over only the documents that filter selects (one range of a fanned-out
     sync, sync/product_ranges.py): the watermark and the quarantine of records gone from the source
     are then the caller's, once every part is done. `end_of_full_pass` replaces what a complete pass
-    does at its end, deactivating the active rows it did not see; it returns how many it deactivated."""
+    does at its end, guarding and deactivating the active rows it did not see; it returns how many it
+    deactivated."""
     if mode not in ("incremental", "full"):
         raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
     if batch_size < 1:
@@ -266,7 +335,8 @@ def sync_products(
     started_at = datetime.now(UTC)
     watermark = load_watermark(warehouse, SYNC_NAME)
     full = mode == "full" or watermark is None
-    report = SyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark)
+    report = SyncReport(mode="full" if full else "incremental", dry_run=dry_run, watermark_before=watermark,
+                        stale_invalid=0)
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     products = product_db["products"]
     batches = iter_full(products, batch_size, part) if full else iter_incremental(products, watermark, batch_size)
@@ -275,7 +345,7 @@ def sync_products(
     max_updated = datetime.fromisoformat(previous_updated) if previous_updated else None
 
     def store(loader: ProductLoader, batch: TransformedBatch) -> tuple[BatchResult, int]:
-        result = loader.load(batch.valid, remember_seen=full)
+        result = loader.load(batch.valid, invalid_ids=rejected_copy_ids(batch), remember_seen=full)
         resolved = 0
         if not dry_run:
             quarantine.put(batch.rejections)
@@ -294,13 +364,17 @@ def sync_products(
             report.inserted += result.inserted
             report.updated += result.updated
             report.unchanged += batch.valid.height - result.inserted - result.updated
+            report.stale_invalid += result.stale_invalid
             report.resolved += resolved
             if progress:
                 progress(f"product sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
                          f"updated {report.updated}, quarantined {report.quarantined}")
         if full:
-            # Only after a complete pass: active rows the pass did not see valid left the source.
-            report.deactivated = (end_of_full_pass or ProductLoader.deactivate_unseen)(loader)
+            # Only after a complete pass: active rows the pass did not see left the source.
+            if end_of_full_pass is not None:
+                report.deactivated = end_of_full_pass(loader)
+            else:
+                report.deactivated = _guard_and_deactivate(loader, report, guard, dry_run=dry_run)
 
     if max_updated and max_updated > started_at:
         # A product dated in the future must not carry the watermark past changes still to come.

@@ -19,6 +19,14 @@ class SyncReport:
     quarantined: int = 0
     resolved: int = 0
     stale_skipped: int = 0
+    # Product sync only (None elsewhere): rows kept, active, whose product is still in the source but
+    # fails the contract; and a full sync's mass-deactivation guard: the active rows before, how many
+    # may go, whether `deactivated` would be refused (a dry run reports it) or the override allowed it.
+    stale_invalid: int | None = None
+    active_before: int | None = None
+    deactivation_limit: int | None = None
+    deactivation_refused: bool | None = None
+    mass_deactivation_allowed: bool | None = None
     batches: int = 0
     watermark_before: Any = None
     watermark_after: Any = None

@@ -3,10 +3,13 @@
 import dagster as dg
 from bson import ObjectId
 
-from etl_assets.assets.carts import order_db_carts
-from etl_assets.assets.products import cart_db_product, product_db_products
+from etl_assets.assets.carts import cart_assets, order_db_carts
+from etl_assets.assets.products import cart_db_product, product_assets, product_db_products
+from etl_assets.checks import all_checks
 from etl_assets.checks.products import product_checks
 from etl_assets.checks.stores import store_checks
+from etl_assets.jobs import full_reconcile
+from etl_assets.resources import PRODUCT_DB, MongoStoreResource
 from etl_assets.sync.products import SOURCE
 from etl_assets_tests.checks.harness import by_key, evaluate_checks, failing, metadata
 from etl_assets_tests.checks.seed import (
@@ -95,3 +98,94 @@ def test_rejected_products_land_in_quarantine_with_a_readable_reason(stores):
         check = evaluate_checks(stores.resources(), QUARANTINE_CHECK, instance=instance)[
             "cart_db/product:no_new_quarantined_records"]
         assert check.passed and metadata(check)["open"] == 2
+
+
+# ---------- issue 12: checks that catch a wiped copy ----------
+
+def resources_reading(stores, database: str) -> dict:
+    """The resources, with PRODUCT_MONGO_DB set to `database` (a typo, a renamed database)."""
+    return {**stores.resources(), "product_db": MongoStoreResource(
+        uri=stores.local.mongo.uri, database=database, store_name=PRODUCT_DB)}
+
+
+def test_in_sync_fails_when_the_source_reads_empty_but_the_copy_does_not(stores):
+    """Issue 12 §1: after the empty source wiped the copy, 0 documents = 0 active rows, and the check passed."""
+    seed_catalog(stores, 30)
+    sync_catalog(stores)
+    typo = resources_reading(stores, f"{stores.product_db_name}_typo")
+    execute(stores.cart_engine, "UPDATE product SET is_active = false")  # what the unguarded sync did
+
+    in_sync = evaluate_checks(typo, *product_checks)["cart_db/product:in_sync_with_catalog"]
+    details = metadata(in_sync)
+    assert not in_sync.passed
+    assert (details["source_documents"], details["active_copy_rows"], details["copy_rows"]) == (0, 0, 30)
+    assert details["source_empty"] is True
+
+
+def test_in_sync_tolerates_a_few_stale_rows_and_fails_on_a_drifted_catalog(stores):
+    seed_catalog(stores, 30)
+    sync_catalog(stores)
+    check = "cart_db/product:in_sync_with_catalog"
+    stores.product_db.products.update_many({"_id": {"$in": [ObjectId(product_id(n)) for n in (1, 2)]}},
+                                           {"$set": {"price": "free"}})
+    sync_catalog(stores)  # kept active, stale, and quarantined
+    in_sync = evaluate_checks(stores.resources(), *product_checks)[check]
+    details = metadata(in_sync)
+    assert in_sync.passed, details
+    assert (details["stale_invalid"], details["stale_invalid_ids"], details["expected_active_rows"],
+            details["active_copy_rows"]) == (2, [product_id(1), product_id(2)], 30, 30)
+
+    stores.product_db.products.update_many({}, {"$rename": {"image": "imageUrl"}})
+    sync_catalog(stores)
+    in_sync = evaluate_checks(stores.resources(), *product_checks)[check]
+    assert failing(in_sync)[:2] == (False, 30)
+    assert (metadata(in_sync)["stale_invalid"], metadata(in_sync)["stale_limit"]) == (30, 10)
+
+
+def test_the_active_rows_check_fails_after_a_sharp_drop_until_an_override_run_accepts_it(stores):
+    seed_catalog(stores, 40)
+    sync_catalog(stores)
+    check = "cart_db/product:active_rows_did_not_drop"
+    drop_check = next(c for c in product_checks if c.check_key.name == "active_rows_did_not_drop")
+    with dg.instance_for_test() as instance:
+        def evaluate_drop() -> dg.AssetCheckEvaluation:
+            return evaluate_checks(stores.resources(), drop_check, instance=instance)[check]
+
+        first = evaluate_drop()
+        assert first.passed and metadata(first)["baseline_active_rows"] is None
+        execute(stores.cart_engine, "UPDATE product SET is_active = false WHERE id <= :id", id=product_id(10))
+        assert evaluate_drop().passed  # 10 of 40: within the floor
+        execute(stores.cart_engine, "UPDATE product SET is_active = false WHERE id <= :id", id=product_id(21))
+
+        dropped = evaluate_drop()
+        assert dropped.severity == dg.AssetCheckSeverity.ERROR
+        assert failing(dropped)[:2] == (False, 11)
+        assert (metadata(dropped)["baseline_active_rows"], metadata(dropped)["active_rows"],
+                metadata(dropped)["limit"]) == (30, 19, 10)
+        assert not evaluate_drop().passed  # the baseline stays that of the last passing evaluation
+
+        # The products really left the catalog: a sync with the override accepts the new level.
+        stores.product_db.products.delete_many({"_id": {"$in": [ObjectId(product_id(n)) for n in range(1, 22)]}})
+        result = dg.materialize([product_db_products, cart_db_product, drop_check], instance=instance,
+                                resources=stores.resources(), selection=dg.AssetSelection.assets(cart_db_product),
+                                run_config={"ops": {"cart_db__product": {"config": {
+                                    "mode": "full", "allow_mass_deactivation": True}}}})
+        assert by_key(result)[check].passed
+        assert evaluate_drop().passed
+
+
+def test_full_reconcile_runs_the_checks_that_catch_a_wiped_copy(stores):
+    seed_catalog(stores, 20)
+    sync_catalog(stores)
+    add_cart(stores, 1, product=1)
+    stores.product_db.products.delete_one({"_id": ObjectId(product_id(1))})
+    defs = dg.Definitions(assets=[*product_assets, *cart_assets], asset_checks=all_checks, jobs=[full_reconcile],
+                          resources=stores.resources())
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("full_reconcile").execute_in_process(instance=instance, raise_on_error=False)
+    checks = by_key(result)
+    assert {"cart_db/product:in_sync_with_catalog", "cart_db/product:active_rows_did_not_drop",
+            "cart_db/cart:products_exist_and_active"} <= checks.keys()
+    # It judged the copy the sync left: product 1 was deactivated in this very run.
+    assert failing(checks["cart_db/cart:products_exist_and_active"])[:2] == (False, 1)
+    assert checks["cart_db/product:in_sync_with_catalog"].passed

@@ -12,8 +12,10 @@ from bson import ObjectId
 
 from etl_assets.settings import SETTINGS
 from etl_assets.sync import product_ranges
+from etl_assets.sync.guard import DeactivationGuard, MassDeactivationRefused
 from etl_assets.sync.product_ranges import RangePlanError, finish_ranges, plan_ranges, sync_range
-from etl_assets.sync.products import sync_products
+from etl_assets.sync.products import SYNC_NAME, sync_products
+from etl_assets.sync.state import load_watermark
 from etl_assets_tests.safety.convergence import (
     PRODUCTS_GONE,
     catalog_truth,
@@ -149,3 +151,28 @@ def test_fanout_job_syncs_every_range_and_materializes_the_copy(stores, monkeypa
     assert materialization.asset_key.to_user_string() == "cart_db/product"
     assert materialization.metadata["ranges"].value == SETTINGS.product_sync_ranges
     assert copy_state(stores.cart_engine) == expected
+
+
+def test_finishing_applies_the_mass_deactivation_guard_to_the_whole_reconcile(stores):
+    """Each range deactivates nothing by itself; the guard judges what all of them did not see, at once."""
+    seed(stores)
+    reset_product_copy(stores.cart_engine, stores.warehouse_engine, PRODUCTS)
+    plan(stores, 2)
+    run_range(stores, 0)
+    run_range(stores, 1)
+    finish_ranges(stores.cart_engine, stores.warehouse_engine, run_id="finish")
+    stores.product_db["products"].delete_many({"_id": {"$type": "objectId", "$lt": ObjectId(f"{1000:024x}")}})
+    before, watermark = copy_state(stores.cart_engine), load_watermark(stores.warehouse_engine, SYNC_NAME)
+
+    plan(stores, 2)
+    run_range(stores, 0)
+    run_range(stores, 1)
+    with pytest.raises(MassDeactivationRefused, match=r"refused to deactivate \d+ of \d+ active products") as refused:
+        finish_ranges(stores.cart_engine, stores.warehouse_engine, run_id="finish-refused")
+    assert refused.value.deactivating > refused.value.limit
+    assert copy_state(stores.cart_engine) == before
+    assert load_watermark(stores.warehouse_engine, SYNC_NAME) == watermark
+
+    allowed = finish_ranges(stores.cart_engine, stores.warehouse_engine, run_id="finish-allowed",
+                            guard=DeactivationGuard(allow_mass_deactivation=True))
+    assert (allowed.deactivated, allowed.mass_deactivation_allowed) == (refused.value.deactivating, True)

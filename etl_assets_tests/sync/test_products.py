@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from bson import Decimal128, ObjectId
 from pymongo import MongoClient, monitoring
 
+from etl_assets.sync.guard import DeactivationGuard, MassDeactivationRefused
 from etl_assets.sync.product_transform import InvalidProduct, flatten_product, row_hashes, transform_batch
 from etl_assets.sync.products import BatchResult, ProductLoader, sync_products
 
@@ -158,8 +159,8 @@ def test_deactivation_after_source_delete(stores):
     assert len(rows) == 10  # never deleted
     assert {i for i, r in rows.items() if not r["is_active"]} == {f"{n:024x}" for n in (1, 5, 10)}
 
-    stores.product_db.products.delete_many({})
-    assert run(stores, mode="full").deactivated == 7
+    stores.product_db.products.delete_many({})  # the catalog really emptied: only with the override
+    assert run(stores, mode="full", guard=DeactivationGuard(allow_mass_deactivation=True)).deactivated == 7
     assert not any(r["is_active"] for r in copy_rows(stores).values())
 
 
@@ -286,3 +287,110 @@ def test_products_inserted_without_updated_at_arrive_incrementally(stores):
 
     again = run(stores, mode="incremental")  # the imports are inside the look-back: re-read, unchanged
     assert (again.inserted, again.updated) == (0, 0)
+
+
+# ---------- stale beats missing, and the mass-deactivation guard (issue 12 §1) ----------
+
+CATALOG = 500
+
+
+def seed_catalog_of(stores, count: int = CATALOG, *extra: dict) -> None:
+    stores.product_db.products.insert_many([product(n) for n in range(1, count + 1)] + list(extra))
+
+
+def open_quarantine(stores) -> dict[str, str]:
+    with stores.warehouse_engine.connect() as conn:
+        return dict(conn.execute(sa.text(
+            "SELECT record_id, reason FROM etl_quarantine WHERE resolved_at IS NULL")).all())
+
+
+def watermark(stores):
+    with stores.warehouse_engine.connect() as conn:
+        return conn.execute(sa.text("SELECT watermark FROM etl_sync_state")).scalar_one()
+
+
+def active_ids(stores) -> set[str]:
+    return {i for i, r in copy_rows(stores).items() if r["is_active"]}
+
+
+def test_an_empty_source_is_refused_before_anything_is_deactivated(stores):
+    """PRODUCT_MONGO_DB names a database that does not exist: the full sync reads 0 documents."""
+    seed_catalog_of(stores, CATALOG, product(CATALOG + 1, price=-1))
+    run(stores, mode="full")
+    before_rows, before_quarantine, before_watermark = copy_rows(stores), open_quarantine(stores), watermark(stores)
+    assert len(active_ids(stores)) == CATALOG and len(before_quarantine) == 1
+
+    typo = stores.mongo[f"{stores.product_db_name}_typo"]
+    with pytest.raises(MassDeactivationRefused) as refused:
+        sync_products(typo, stores.cart_engine, stores.warehouse_engine, mode="full", run_id="typo")
+    assert (refused.value.deactivating, refused.value.active, refused.value.read) == (CATALOG, CATALOG, 0)
+    message = str(refused.value)
+    assert f"refused to deactivate {CATALOG} of {CATALOG} active products" in message
+    assert "read 0 documents" in message and "Nothing was deactivated" in message
+
+    assert copy_rows(stores) == before_rows  # not one row touched, not even synced_at
+    assert open_quarantine(stores) == before_quarantine  # nothing resolved
+    assert watermark(stores) == before_watermark
+
+
+def test_a_drifted_source_keeps_the_last_good_rows_active(stores):
+    """The product service renamed `image` to `imageUrl` in every document."""
+    seed_catalog_of(stores)
+    run(stores, mode="full")
+    before = copy_rows(stores)
+    stores.product_db.products.update_many({}, {"$rename": {"image": "imageUrl"}})
+
+    report = run(stores, mode="full")
+    assert copy_rows(stores) == before  # stale beats missing: every last good row stays, active
+    assert (report.inserted, report.updated, report.deactivated) == (0, 0, 0)
+    assert (report.read, report.quarantined, report.stale_invalid) == (CATALOG, CATALOG, CATALOG)
+    quarantine = open_quarantine(stores)
+    assert len(quarantine) == CATALOG
+    assert set(quarantine.values()) == {"image: required field missing"}
+
+    # The incremental sync keeps them too, and still counts them.
+    stores.product_db.products.update_one({"_id": ObjectId(f"{7:024x}")},
+                                          {"$set": {"updatedAt": datetime(2026, 12, 1, tzinfo=UTC)}})
+    assert run(stores, mode="incremental").stale_invalid >= 1
+    assert copy_rows(stores) == before
+
+    # Fixed at the source: each row is updated where it differs, and its quarantine row resolved.
+    stores.product_db.products.update_many({}, {"$rename": {"imageUrl": "image"}})
+    stores.product_db.products.update_one({"_id": ObjectId(f"{3:024x}")}, {"$set": {"image": "new.png"}})
+    fixed = run(stores, mode="full")
+    assert (fixed.updated, fixed.stale_invalid, fixed.deactivated) == (1, 0, 0)
+    assert open_quarantine(stores) == {}
+
+
+def test_the_guard_allows_a_few_deactivations_refuses_many_and_yields_to_the_override(stores):
+    seed_catalog_of(stores, 300)  # limit: 5% of 300 = 15
+    run(stores, mode="full")
+    stores.product_db.products.delete_many({"_id": {"$in": [ObjectId(f"{n:024x}") for n in range(1, 16)]}})
+    assert run(stores, mode="full").deactivated == 15
+
+    gone = [ObjectId(f"{n:024x}") for n in range(16, 41)]  # 25 of the 285 still active: limit 14
+    stores.product_db.products.update_many({"_id": {"$in": gone[:3]}}, {"$set": {"price": -1}})
+    run(stores, mode="full")  # 3 quarantined, kept active
+    stores.product_db.products.delete_many({"_id": {"$in": gone}})
+    with pytest.raises(MassDeactivationRefused, match=r"refused to deactivate 25 of 285 active products .*"
+                                                      r"limit of 14: 5% of the active rows, at least 10;"):
+        run(stores, mode="full")
+    assert len(active_ids(stores)) == 285 and len(open_quarantine(stores)) == 3
+
+    dry = run(stores, mode="full", dry_run=True)  # the same numbers, without failing
+    assert (dry.deactivated, dry.active_before, dry.deactivation_limit, dry.deactivation_refused) == (25, 285, 14, True)
+    assert len(active_ids(stores)) == 285
+
+    allowed = run(stores, mode="full", guard=DeactivationGuard(allow_mass_deactivation=True))
+    assert (allowed.deactivated, allowed.deactivation_refused) == (25, False)
+    assert len(active_ids(stores)) == 260
+    assert open_quarantine(stores) == {}  # gone from a source that passed the guard: resolved
+
+
+def test_the_guard_share_and_floor_are_configurable(stores):
+    seed_catalog_of(stores, 20)
+    run(stores, mode="full")
+    stores.product_db.products.delete_many({"_id": {"$in": [ObjectId(f"{n:024x}") for n in range(1, 4)]}})
+    with pytest.raises(MassDeactivationRefused, match="limit of 2: "):
+        run(stores, mode="full", guard=DeactivationGuard(max_share=0.1, floor=1))
+    assert run(stores, mode="full").deactivated == 3  # the default floor of 10 lets a small demo shrink
