@@ -68,7 +68,7 @@ def order_db_carts(
     return dg.MaterializeResult(metadata={
         **report_metadata(report),
         **quarantine_metadata(warehouse_engine, SOURCE),
-        "collection_documents": order_db.db()[COLLECTION].estimated_document_count(),
+        "dagster/row_count": order_db.db()[COLLECTION].count_documents({}),
         "live_snapshots": order_db.db()[COLLECTION].count_documents(LIVE),
         "dagster/column_schema": _snapshot_schema(),
     })

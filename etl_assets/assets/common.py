@@ -3,9 +3,11 @@ metadata, and how a source collection is observed."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 import dagster as dg
+import sqlalchemy as sa
 from pymongo.collection import Collection
 from sqlalchemy.engine import Engine
 
@@ -32,13 +34,21 @@ class SyncConfig(dg.Config):
 
 
 def report_metadata(report: SyncReport) -> dict[str, dg.RawMetadataValue]:
-    """The report as materialization metadata, with the UI's standard row count."""
+    """The report as materialization metadata. `rows_processed` is what the run handled (read and
+    valid); the UI's `dagster/row_count` is the rows the table holds, which each asset adds itself."""
     data = report.as_dict()
     return {
         **{key: value for key, value in data.items() if value is not None},
         "written": report.written,
-        "dagster/row_count": report.read - report.quarantined,
+        "rows_processed": report.read - report.quarantined,
     }
+
+
+def partition_row_count(warehouse: Engine, table: str, day_column: str, day: date) -> int:
+    """The rows a daily partition of a warehouse table holds after its load: its `dagster/row_count`."""
+    with warehouse.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE {day_column} = :day"),  # noqa: S608
+                            {"day": day}).scalar_one()
 
 
 def quarantine_metadata(warehouse: Engine, source: str) -> dict[str, dg.RawMetadataValue]:

@@ -6,7 +6,13 @@ import dagster as dg
 import pandera.polars as pa
 from sqlalchemy.engine import Engine
 
-from etl_assets.assets.common import STORE_RETRY, observe_collection, quarantine_metadata, report_metadata
+from etl_assets.assets.common import (
+    STORE_RETRY,
+    observe_collection,
+    partition_row_count,
+    quarantine_metadata,
+    report_metadata,
+)
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync.orders import SOURCE, quarantine_undated_orders, sync_order_day
@@ -81,9 +87,11 @@ def warehouse_orders(
             f"{report.day}: {report.inserted} orders ({report.items_inserted} items) loaded, "
             f"{report.quarantined} quarantined, {report.replaced} replaced"
         )
-        context.add_asset_metadata(
-            {**report_metadata(report), "quarantine_rate": report.quarantine_rate}, partition_key=report.day
-        )
+        context.add_asset_metadata({
+            **report_metadata(report),
+            "dagster/row_count": partition_row_count(engine, "orders", "order_day", day),
+            "quarantine_rate": report.quarantine_rate,
+        }, partition_key=report.day)
     return dg.MaterializeResult(metadata={
         "undated_quarantined": undated,
         **quarantine_metadata(engine, SOURCE),

@@ -15,7 +15,7 @@ from etl_assets.assets.common import (
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.guard import MassDeactivationRefused
-from etl_assets.sync.products import BATCH_SIZE, SOURCE, sync_products
+from etl_assets.sync.products import BATCH_SIZE, SOURCE, active_rows, sync_products
 
 PRODUCT_COLUMNS = dg.TableSchema(columns=[
     dg.TableColumn("id", "varchar(24)", description="hex of the Product MongoDB _id"),
@@ -114,7 +114,9 @@ def cart_db_product(
         raise refused_deactivation(context, refused, override) from refused
     context.log.info(f"product sync done: {report.as_dict()}")
     return dg.MaterializeResult(metadata={
-        **report_metadata(report), **quarantine_metadata(warehouse.engine(), SOURCE),
+        **report_metadata(report),
+        "dagster/row_count": active_rows(cart_db.engine()),
+        **quarantine_metadata(warehouse.engine(), SOURCE),
     })
 
 

@@ -4,8 +4,9 @@ from typing import Any
 
 import dagster as dg
 from pydantic import Field
+from sqlalchemy.engine import Engine
 
-from etl_assets.assets.common import STORE_RETRY
+from etl_assets.assets.common import STORE_RETRY, partition_row_count
 from etl_assets.assets.orders import (
     DAILY,
     DAILY_BACKFILL,
@@ -24,11 +25,13 @@ def _ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 4) if denominator else 0.0
 
 
-def load_metadata(load: DayLoad) -> dict[str, Any]:
-    """What every daily load reports, whatever its table."""
+def load_metadata(engine: Engine, load: DayLoad) -> dict[str, Any]:
+    """What every daily load reports, whatever its table: the rows the day holds now, and those the load
+    wrote (rows_processed) and read."""
     return {
         "day": load.day.isoformat(),
-        "dagster/row_count": load.rows.height,
+        "dagster/row_count": partition_row_count(engine, load.table, "day", load.day),
+        "rows_processed": load.rows.height,
         "read": load.read,
         "replaced": load.replaced,
         "duration_s": load.duration_s,
@@ -64,7 +67,7 @@ def daily_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreResou
         load = load_daily_sales(engine, day)
         sales = load.rows.row(0, named=True)
         context.add_asset_metadata({
-            **load_metadata(load),
+            **load_metadata(engine, load),
             "orders": sales["orders"],
             "units": sales["units"],
             "revenue": sales["revenue"],
@@ -90,7 +93,7 @@ def product_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreRes
         revenue = float(load.rows["revenue"].sum())
         top = load.rows.sort("revenue", descending=True).head(1).to_dicts()
         context.add_asset_metadata({
-            **load_metadata(load),
+            **load_metadata(engine, load),
             "products": load.rows.height,
             "units": int(load.rows["units"].sum()),
             "revenue": round(revenue, 2),
@@ -123,7 +126,7 @@ def cart_funnel(
         funnel = load.rows.row(0, named=True)
         carts = funnel["active_carts"] + funnel["abandoned_carts"] + funnel["converted_carts"]
         context.add_asset_metadata({
-            **load_metadata(load),
+            **load_metadata(engine, load),
             "carts": carts,
             "active_carts": funnel["active_carts"],
             "abandoned_carts": funnel["abandoned_carts"],

@@ -7,7 +7,7 @@ from etl_assets.assets.products import cart_db_product
 from etl_assets.checks.common import ERROR, WARN, evaluate
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync import reconcile
-from etl_assets.sync.carts import COLLECTION, LIVE
+from etl_assets.sync.carts import COLLECTION
 
 
 @dg.asset_check(
@@ -55,11 +55,12 @@ def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreR
 
 @dg.asset_check(
     asset=order_db_carts,
-    name="unique_cart_ids",
-    description="No cartId occurs in two live snapshot documents (grouped by the server).",
+    name="cart_id_unique_index",
+    description="A unique index on `cartId` (not partial) keeps one snapshot per cart; the version guard of "
+    "the cart sync relies on it. Fails when it is missing, and then also counts the cartIds already doubled.",
 )
-def cart_snapshots_unique_cart_ids(order_db: MongoStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.duplicate_documents(order_db.db()[COLLECTION], "$cartId", LIVE), ERROR)
+def cart_snapshots_cart_id_unique_index(order_db: MongoStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.unique_field_index(order_db.db()[COLLECTION], "cartId"), ERROR)
 
 
 cart_checks = [
@@ -67,5 +68,5 @@ cart_checks = [
     carts_reference_active_products,
     cart_snapshots_match_schema,
     cart_snapshots_in_sync,
-    cart_snapshots_unique_cart_ids,
+    cart_snapshots_cart_id_unique_index,
 ]

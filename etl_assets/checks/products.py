@@ -40,11 +40,13 @@ def product_copy_in_sync_with_catalog(
 
 @dg.asset_check(
     asset=cart_db_product,
-    name="unique_ids",
-    description="No product id occurs twice in the copy (grouped by the server).",
+    name="id_unique_index_valid",
+    description="A valid unique index on `id` (the primary key) keeps product ids unique and lets the sync "
+    "upsert by id. Fails when it is missing or left invalid (a failed CREATE INDEX CONCURRENTLY), and then "
+    "also counts the ids that already occur twice.",
 )
-def product_copy_unique_ids(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.duplicate_rows(cart_db.engine(), "product", "id"), ERROR)
+def product_copy_id_unique_index_valid(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
+    return evaluate(lambda: reconcile.unique_key(cart_db.engine(), "product", "id"), ERROR)
 
 
 def active_rows_baseline(context: dg.AssetCheckExecutionContext) -> int | None:
@@ -84,6 +86,6 @@ def product_copy_active_rows_did_not_drop(
 product_checks = [
     product_copy_matches_schema,
     product_copy_in_sync_with_catalog,
-    product_copy_unique_ids,
+    product_copy_id_unique_index_valid,
     product_copy_active_rows_did_not_drop,
 ]

@@ -163,6 +163,7 @@ _DEACTIVATE_UNSEEN = f"UPDATE product SET is_active = false, synced_at = now() W
 _COUNT_ACTIVE_AND_UNSEEN = f"""
     SELECT count(*) FILTER (WHERE is_active), count(*) FILTER (WHERE {_UNSEEN}) FROM product
 """  # noqa: S608 - constant
+_COUNT_ACTIVE = "SELECT count(*) FROM product WHERE is_active"
 
 
 @dataclass
@@ -298,6 +299,12 @@ def apply_guard(report: SyncReport, guard: DeactivationGuard, *, deactivating: i
 def rejected_copy_ids(batch: TransformedBatch) -> list[str]:
     """The ids of the batch's rejected documents that can name a copy row: only an ObjectId _id can."""
     return [r.record_id for r in batch.rejections if ObjectId.is_valid(r.record_id)]
+
+
+def active_rows(cart_db: Engine) -> int:
+    """The active rows of the copy: the products the carts can use."""
+    with cart_db.connect() as conn:
+        return conn.exec_driver_sql(_COUNT_ACTIVE).scalar_one()
 
 
 # ---------- the sync ----------

@@ -740,6 +740,71 @@ def duplicate_documents(collection: Collection, key: str | dict[str, Any],
     return DuplicateKeys(Sample(summary["keys"], [str(k) for k in summary["sample"]]), summary["records"])
 
 
+@dataclass
+class UniqueKey(Finding):
+    """Whether a store enforces a key's uniqueness with a usable unique index on exactly that key. Without
+    one, duplicates can appear at any moment (and upserts by the key fail); those already there are counted."""
+
+    key: str
+    index: str | None = None  # the enforcing index
+    problem: str | None = None  # why none enforces it
+    duplicates: DuplicateKeys = field(default_factory=DuplicateKeys)
+
+    @property
+    def failing(self) -> int:
+        return self.duplicates.records
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.duplicates.sample_ids
+
+    @property
+    def passed(self) -> bool:
+        return self.index is not None and self.failing == 0
+
+    def details(self) -> dict[str, Any]:
+        return {"key": self.key, "index": self.index, "problem": self.problem,
+                "duplicated_keys": self.duplicates.keys.count}
+
+
+_UNIQUE_INDEXES = sa.text("""
+    SELECT CAST(i.indexrelid AS regclass)::text AS name, i.indisvalid AND i.indisready AS usable
+    FROM pg_index i
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = to_regclass(:table) AND a.attname = :column
+      AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL
+    ORDER BY usable DESC, i.indisprimary DESC, name
+""")
+
+
+def unique_key(engine: Engine, table: str, column: str) -> UniqueKey:
+    """A PostgreSQL table's key: a valid unique index (the primary key, say) on the column alone. An index
+    left invalid by a failed CREATE INDEX CONCURRENTLY enforces nothing."""
+    result = UniqueKey(f"{table}({column})")
+    with engine.connect() as conn:
+        indexes = conn.execute(_UNIQUE_INDEXES, {"table": table, "column": column}).all()
+    usable = [index.name for index in indexes if index.usable]
+    if usable:
+        result.index = usable[0]
+        return result
+    result.problem = (f"unique index {', '.join(index.name for index in indexes)} is not valid" if indexes
+                      else f"no unique index on {result.key}")
+    result.duplicates = duplicate_rows(engine, table, column)
+    return result
+
+
+def unique_field_index(collection: Collection, name: str) -> UniqueKey:
+    """A MongoDB collection's key: a unique index on the field alone, not partial, so every document counts."""
+    result = UniqueKey(f"{collection.name}.{name}")
+    for index in collection.list_indexes():
+        if list(index["key"]) == [name] and index.get("unique") and "partialFilterExpression" not in index:
+            result.index = index["name"]
+            return result
+    result.problem = f"no unique index on {result.key}"
+    result.duplicates = duplicate_documents(collection, f"${name}")
+    return result
+
+
 # ---------- quarantine ----------
 
 @dataclass

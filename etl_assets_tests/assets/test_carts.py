@@ -52,7 +52,7 @@ def test_materializing_syncs_the_snapshots_and_reports_metadata(stores):
     metadata = {k: v.value for k, v in result.asset_materializations_for_node("order_db__carts")[0].metadata.items()}
     assert metadata["mode"] == "full" and metadata["dry_run"] is False
     assert (metadata["read"], metadata["inserted"], metadata["quarantined"], metadata["batches"]) == (4, 3, 1, 2)
-    assert (metadata["written"], metadata["dagster/row_count"], metadata["collection_documents"]) == (3, 3, 3)
+    assert (metadata["written"], metadata["rows_processed"], metadata["dagster/row_count"]) == (3, 3, 3)
     assert metadata["quarantine_open"] == 1
     assert f"`{orphan}`: cart {orphan}: product {PRODUCT_B} does not exist" in metadata["quarantine_sample"]
     assert "cartId" in [c.name for c in metadata["dagster/column_schema"].columns]
@@ -103,7 +103,22 @@ def test_materializing_reports_marked_deletions_and_version_resets(stores):
     metadata = {k: v.value for k, v in result.asset_materializations_for_node("order_db__carts")[0].metadata.items()}
     assert (metadata["marked_deleted"], metadata["marked_deleted_ids"]) == (1, [gone])
     assert (metadata["version_resets"], metadata["version_reset_ids"]) == (1, [restored])
-    assert (metadata["written"], metadata["collection_documents"], metadata["live_snapshots"]) == (2, 2, 1)
+    assert (metadata["written"], metadata["dagster/row_count"], metadata["live_snapshots"]) == (2, 2, 1)
     logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert f"marked 1 snapshot(s) of deleted carts: {gone}" in logs
     assert any(m.startswith("version reset: 1 cart(s)") and m.endswith(restored) for m in logs)
+
+
+def test_the_row_count_is_the_snapshots_the_collection_holds_not_the_carts_processed(stores):
+    add_product(stores.cart_engine, PRODUCT_A)
+    cart_ids = [add_cart(stores.cart_engine, PRODUCT_A, quantity=n) for n in (1, 2, 3)]
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([order_db_carts], resources=stores.resources(), instance=instance,
+                   run_config=sync_config(mode="full"))
+    update_cart(stores.cart_engine, cart_ids[0], quantity=5, version=2)
+
+    result = dg.materialize([order_db_carts], resources=stores.resources(), instance=instance,
+                            run_config=sync_config(mode="incremental"))
+    metadata = {k: v.value for k, v in result.asset_materializations_for_node("order_db__carts")[0].metadata.items()}
+    assert metadata["dagster/row_count"] == stores.order_db["carts"].count_documents({}) == 3
+    assert (metadata["rows_processed"], metadata["updated"]) == (1, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 from bson import ObjectId
@@ -30,7 +31,7 @@ def test_product_copy_materializes_with_report_metadata(stores):
     metadata = result.asset_materializations_for_node("cart_db__product")[0].metadata
     assert metadata["inserted"].value == 30
     assert metadata["quarantined"].value == 1
-    assert metadata["dagster/row_count"].value == 30
+    assert (metadata["dagster/row_count"].value, metadata["rows_processed"].value) == (30, 30)
     assert metadata["batches"].value == 4
     assert "price: greater_than_or_equal_to(0)" in metadata["quarantine_sample"].value
     assert metadata["quarantine_open"].value == 1
@@ -45,6 +46,21 @@ def test_source_observation_reports_a_data_version(stores):
         observation = result.asset_observations_for_node("product_db__products")[0]
         assert observation.tags["dagster/data_version"] == "1@none"
         assert observation.metadata["dagster/row_count"].value == 1
+
+
+def test_the_row_count_is_the_active_rows_of_the_copy_not_the_rows_processed(stores):
+    """Issue 12 §5: after an incremental run that processed 2 products, the UI showed 2 for a table of 30."""
+    stores.product_db.products.insert_many([product(n) for n in range(1, 31)])
+    with dg.instance_for_test() as instance:
+        materialize(stores, instance, mode="full")
+        stores.product_db.products.delete_one({"_id": ObjectId(f"{30:024x}")})
+        materialize(stores, instance, mode="full")  # 29 active of 30 rows
+        stores.product_db.products.update_many({"_id": {"$in": [ObjectId(f"{n:024x}") for n in (1, 2)]}},
+                                               {"$set": {"price": 99, "updatedAt": datetime(2026, 12, 1, tzinfo=UTC)}})
+        metadata = materialize(stores, instance, mode="incremental")
+    assert metadata["dagster/row_count"] == 29
+    # The 2 changes, plus whatever the watermark's look-back reads again.
+    assert metadata["updated"] == 2 and metadata["rows_processed"] == metadata["read"] < 5
 
 
 def test_a_refused_deactivation_names_its_override_which_works_for_one_run(stores):

@@ -49,7 +49,9 @@ def test_cart_checks_name_the_bad_records_and_pass_once_they_are_fixed(stores):
     assert failing(in_sync) == (False, 2, [carts[3], carts[2]])
     assert (metadata(in_sync)["missing"], metadata(in_sync)["wrong_totals"]) == (1, 1)
 
-    assert failing(checks["order_db/carts:unique_cart_ids"]) == (False, 2, [carts[4]])
+    cart_ids_index = checks["order_db/carts:cart_id_unique_index"]
+    assert failing(cart_ids_index) == (False, 2, [carts[4]])
+    assert metadata(cart_ids_index)["problem"] == "no unique index on carts.cartId"
     assert all(check.severity == dg.AssetCheckSeverity.ERROR for key, check in checks.items()
                if key != "cart_db/cart:matches_schema")
 
@@ -79,3 +81,20 @@ def test_a_deleted_cart_fails_the_reconciliation_until_the_sync_marks_its_snapsh
     checks = evaluate_checks(stores.resources(), *cart_checks)
     assert all(check.passed for check in checks.values()), checks
     assert metadata(checks["order_db/carts:in_sync_with_cart_db"])["marked_deleted"] == 1
+
+
+def test_the_cart_id_index_check_fails_without_duplicates_too(stores):
+    """Issue 12 §5: the old check grouped cartIds under the unique index every cart sync creates, so it
+    could not fail; this one fails as soon as nothing enforces one snapshot per cart."""
+    seed_catalog(stores, 2)
+    sync_catalog(stores)
+    add_cart(stores, 1, product=1)
+    sync_cart_snapshots(stores)
+    check = "order_db/carts:cart_id_unique_index"
+    assert metadata(evaluate_checks(stores.resources(), *cart_checks)[check])["index"] == CART_ID_INDEX
+
+    stores.order_db.carts.drop_index(CART_ID_INDEX)
+    stores.order_db.carts.create_index("cartId", name="cartId_plain")  # an index, but not a unique one
+    evaluation = evaluate_checks(stores.resources(), *cart_checks)[check]
+    assert failing(evaluation) == (False, 0, [])
+    assert metadata(evaluation)["problem"] == "no unique index on carts.cartId"

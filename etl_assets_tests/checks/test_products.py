@@ -1,6 +1,8 @@
 """The product copy's checks through Dagster, against real stores."""
 
 import dagster as dg
+import pytest
+import sqlalchemy as sa
 from bson import ObjectId
 
 from etl_assets.assets.carts import cart_assets, order_db_carts
@@ -48,7 +50,9 @@ def test_product_checks_name_the_bad_records_and_pass_once_they_are_fixed(stores
     # 6 documents, 1 quarantined: 5 products should be active; the copy has 7 (one gone, one twice).
     assert (details["expected_active_rows"], details["active_copy_rows"], details["counts_match"]) == (5, 7, False)
 
-    assert failing(checks["cart_db/product:unique_ids"]) == (False, 2, [product_id(1)])
+    key = checks["cart_db/product:id_unique_index_valid"]
+    assert failing(key) == (False, 2, [product_id(1)])
+    assert (metadata(key)["index"], metadata(key)["problem"]) == (None, "no unique index on product(id)")
 
     execute(stores.cart_engine, "DELETE FROM product WHERE ctid = (SELECT max(ctid) FROM product WHERE id = :id)",
             id=product_id(1))
@@ -100,7 +104,27 @@ def test_rejected_products_land_in_quarantine_with_a_readable_reason(stores):
         assert check.passed and metadata(check)["open"] == 2
 
 
-# ---------- issue 12: checks that catch a wiped copy ----------
+# ---------- issue 12: checks that catch a wiped copy, and a key check that can fail ----------
+
+def test_the_id_index_check_fails_when_the_key_is_missing_or_invalid_without_any_duplicate(stores):
+    seed_catalog(stores, 3)
+    sync_catalog(stores)
+    check = "cart_db/product:id_unique_index_valid"
+    assert metadata(evaluate_checks(stores.resources(), *product_checks)[check])["index"] == "product_pkey"
+
+    execute(stores.cart_engine, "ALTER TABLE product DROP CONSTRAINT product_pkey CASCADE")
+    evaluation = evaluate_checks(stores.resources(), *product_checks)[check]
+    assert failing(evaluation) == (False, 0, []) and evaluation.severity == dg.AssetCheckSeverity.ERROR
+
+    # A unique index that failed to build CONCURRENTLY (a duplicate got in) stays behind, invalid.
+    execute(stores.cart_engine, "INSERT INTO product SELECT * FROM product WHERE id = :id", id=product_id(1))
+    autocommit = stores.cart_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with pytest.raises(sa.exc.IntegrityError), autocommit as conn:
+        conn.exec_driver_sql("CREATE UNIQUE INDEX CONCURRENTLY product_id_key ON product (id)")
+    evaluation = evaluate_checks(stores.resources(), *product_checks)[check]
+    assert failing(evaluation) == (False, 2, [product_id(1)])
+    assert metadata(evaluation)["problem"] == "unique index product_id_key is not valid"
+
 
 def resources_reading(stores, database: str) -> dict:
     """The resources, with PRODUCT_MONGO_DB set to `database` (a typo, a renamed database)."""
