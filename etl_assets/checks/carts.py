@@ -57,7 +57,8 @@ def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreR
     asset=order_db_carts,
     name="cart_id_unique_index",
     description="A unique index on `cartId` (not partial) keeps one snapshot per cart; the version guard of "
-    "the cart sync relies on it. Fails when it is missing, and then also counts the cartIds already doubled.",
+    "the cart sync relies on it. Fails when it is missing from a collection that holds snapshots, and then also "
+    "counts the cartIds already doubled.",
 )
 def cart_snapshots_cart_id_unique_index(order_db: MongoStoreResource) -> dg.AssetCheckResult:
     return evaluate(lambda: reconcile.unique_field_index(order_db.db()[COLLECTION], "cartId"), ERROR)

@@ -748,6 +748,7 @@ class UniqueKey(Finding):
     key: str
     index: str | None = None  # the enforcing index
     problem: str | None = None  # why none enforces it
+    empty: bool = False  # nothing to keep unique yet (a collection the sync has not written)
     duplicates: DuplicateKeys = field(default_factory=DuplicateKeys)
 
     @property
@@ -760,10 +761,10 @@ class UniqueKey(Finding):
 
     @property
     def passed(self) -> bool:
-        return self.index is not None and self.failing == 0
+        return (self.index is not None or self.empty) and self.failing == 0
 
     def details(self) -> dict[str, Any]:
-        return {"key": self.key, "index": self.index, "problem": self.problem,
+        return {"key": self.key, "index": self.index, "problem": self.problem, "empty": self.empty,
                 "duplicated_keys": self.duplicates.keys.count}
 
 
@@ -794,13 +795,16 @@ def unique_key(engine: Engine, table: str, column: str) -> UniqueKey:
 
 
 def unique_field_index(collection: Collection, name: str) -> UniqueKey:
-    """A MongoDB collection's key: a unique index on the field alone, not partial, so every document counts."""
+    """A MongoDB collection's key: a unique index on the field alone, not partial, so every document counts.
+    A collection without documents (before the first sync creates it and its index) has nothing to keep
+    unique yet."""
     result = UniqueKey(f"{collection.name}.{name}")
     for index in collection.list_indexes():
         if list(index["key"]) == [name] and index.get("unique") and "partialFilterExpression" not in index:
             result.index = index["name"]
             return result
     result.problem = f"no unique index on {result.key}"
+    result.empty = collection.find_one({}, {"_id": 1}) is None
     result.duplicates = duplicate_documents(collection, f"${name}")
     return result
 

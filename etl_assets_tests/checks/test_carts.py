@@ -2,7 +2,9 @@
 
 import dagster as dg
 
+from etl_assets.assets.carts import order_db_carts
 from etl_assets.checks.carts import cart_checks
+from etl_assets.checks.stores import store_checks
 from etl_assets.sync.carts import CART_ID_INDEX
 from etl_assets_tests.checks.harness import evaluate_checks, failing, metadata
 from etl_assets_tests.checks.seed import (
@@ -98,3 +100,13 @@ def test_the_cart_id_index_check_fails_without_duplicates_too(stores):
     evaluation = evaluate_checks(stores.resources(), *cart_checks)[check]
     assert failing(evaluation) == (False, 0, [])
     assert metadata(evaluation)["problem"] == "no unique index on carts.cartId"
+
+
+def test_a_cart_the_sync_quarantines_warns_in_its_quarantine_check(stores):
+    seed_catalog(stores, 1)
+    sync_catalog(stores)
+    bad = add_cart(stores, 1, product=1, quantity=0)
+    sync_cart_snapshots(stores)
+    quarantine_check = next(c for c in store_checks if c.check_key.asset_key == order_db_carts.key)
+    evaluation = evaluate_checks(stores.resources(), quarantine_check)["order_db/carts:no_new_quarantined_records"]
+    assert failing(evaluation) == (False, 1, [bad]) and evaluation.severity == dg.AssetCheckSeverity.WARN

@@ -3,7 +3,14 @@
 from etl_assets.checks.carts import cart_snapshots_in_sync
 from etl_assets.checks.stores import store_checks
 from etl_assets.local.stores import free_port
-from etl_assets.resources import ORDER_DB, WAREHOUSE, MongoStoreResource, PostgresStoreResource
+from etl_assets.resources import (
+    CART_DB,
+    ORDER_DB,
+    PRODUCT_DB,
+    WAREHOUSE,
+    MongoStoreResource,
+    PostgresStoreResource,
+)
 from etl_assets_tests.checks.harness import evaluate_checks, metadata
 
 REACHABLE = [check for check in store_checks if check.check_key.name == "store_reachable"]
@@ -34,3 +41,17 @@ def test_a_store_that_is_down_fails_the_checks_that_need_it_with_its_name_and_wh
         assert not check.passed
         assert check.description.startswith(f"{store} is unavailable: ")
         assert metadata(check)["store"] == store and metadata(check)["unavailable"]
+
+
+def test_the_product_and_cart_stores_down_fail_their_checks_too(stores, tmp_path):
+    resources = {
+        **stores.resources(),
+        "product_db": MongoStoreResource(uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+                                         database="products", store_name=PRODUCT_DB, timeout_s=1),
+        "cart_db": PostgresStoreResource(url=f"postgresql+psycopg2://postgres@/cart?host={tmp_path}",
+                                         store_name=CART_DB, migrations="cart_db", timeout_s=1),
+    }
+    checks = evaluate_checks(resources, *REACHABLE)
+    for key, store in [("product_db/products:store_reachable", PRODUCT_DB), ("cart_db/cart:store_reachable", CART_DB)]:
+        assert not checks[key].passed and checks[key].description.startswith(f"{store} is unavailable: ")
+    assert checks["order_db/orders:store_reachable"].passed
