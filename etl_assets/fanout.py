@@ -28,7 +28,7 @@ from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.guard import MassDeactivationRefused
 from etl_assets.sync.product_ranges import finish_ranges, plan_ranges, sync_range
-from etl_assets.sync.products import BATCH_SIZE, SOURCE
+from etl_assets.sync.products import BATCH_SIZE, SOURCE, active_rows
 
 PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
 
@@ -79,7 +79,8 @@ def _finish_op(ranges: int, tags: dict[str, str]) -> dg.OpDefinition:
         except MassDeactivationRefused as refused:
             raise refused_deactivation(context, refused, override_run_config(context.op_def.name)) from refused
         context.log_event(dg.AssetMaterialization(asset_key=PRODUCT_COPY, metadata={
-            **report_metadata(report), **quarantine_metadata(warehouse.engine(), SOURCE), "ranges": ranges,
+            **report_metadata(report), "dagster/row_count": active_rows(cart_db.engine()),
+            **quarantine_metadata(warehouse.engine(), SOURCE), "ranges": ranges,
         }))
 
     return finish_product_ranges

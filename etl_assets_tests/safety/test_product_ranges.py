@@ -150,6 +150,7 @@ def test_fanout_job_syncs_every_range_and_materializes_the_copy(stores, monkeypa
     (materialization,) = result.asset_materializations_for_node("finish_product_ranges")
     assert materialization.asset_key.to_user_string() == "cart_db/product"
     assert materialization.metadata["ranges"].value == SETTINGS.product_sync_ranges
+    assert materialization.metadata["dagster/row_count"].value == sum(active for _, active in expected.values())
     assert copy_state(stores.cart_engine) == expected
 
 
