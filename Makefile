@@ -56,7 +56,7 @@ demo: migrate dagster-home
 	$(WITH_ENV) $(BIN)/python -m etl_assets.local.demo --root $(LOCAL)
 
 ui: migrate dagster-home
-	$(WITH_ENV) env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -m etl_assets.definitions
+	$(WITH_ENV) env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 stop:
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m etl_assets.local.stores down --root $(LOCAL); fi

@@ -64,6 +64,8 @@ class Alert:
     # A failed run that the instance retries (run_retries); the retry's own failure alerts again.
     will_retry: bool = False
     run_url: str | None = None
+    # The code location that launched the run (`shop-sync`); None for a run executed in its own process.
+    code_location: str | None = None
     occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def payload(self) -> dict[str, Any]:
@@ -83,6 +85,7 @@ class Alert:
             ],
             "will_retry": self.will_retry,
             "run_url": self.run_url,
+            "code_location": self.code_location,
             "occurred_at": self.occurred_at.isoformat(),
         }
 

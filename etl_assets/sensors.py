@@ -292,6 +292,10 @@ def _run_url(run_id: str) -> str | None:
     return f"{SETTINGS.ui_base_url}/runs/{run_id}" if SETTINGS.ui_base_url else None
 
 
+def _code_location(run: dg.DagsterRun) -> str | None:
+    return run.remote_job_origin.location_name if run.remote_job_origin else None
+
+
 def step_error(event: dg.DagsterEvent) -> str | None:
     """The error a step failed with: the user code's own error, not Dagster's wrapper around it (a
     step that used up its retries fails with RetryRequestedFromPolicy caused by the last error)."""
@@ -326,6 +330,7 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_webhook: Ale
         failed_checks=failed_error_checks(context.instance, run.run_id),
         will_retry=run.tags.get(WILL_RETRY_TAG) == "true",
         run_url=_run_url(run.run_id),
+        code_location=_code_location(run),
     )
     deliver(alert, alert_webhook, context.log)
 
@@ -351,6 +356,7 @@ def alert_on_failed_checks(context: dg.RunStatusSensorContext, alert_webhook: Al
         summary=f"{len(failed)} ERROR-severity check(s) failed: {names}",
         failed_checks=failed,
         run_url=_run_url(run.run_id),
+        code_location=_code_location(run),
     )
     deliver(alert, alert_webhook, context.log)
 

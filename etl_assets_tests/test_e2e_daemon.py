@@ -1,44 +1,35 @@
-"""End to end through the real daemon: `dagster dev` (webserver, daemon, code server) on free ports with
-the local instance (QueuedRunCoordinator with the shop-sync/target limits), pointed at this test's stores.
+"""End to end through the real daemon: `dagster dev -w workspace.yaml` (webserver, daemon, code server)
+on a free port with the local instance (QueuedRunCoordinator with the shop-sync/target limits), pointed at this test's stores.
 
 A product changed in Product MongoDB reaches Cart PostgreSQL through product_changes → run queue →
 product_sync_incremental, with nothing but the sensor turned on over GraphQL. Then two syncs into the
 same store are launched at once, and the second waits in the queue until the first has finished.
 """
 
-import contextlib
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 import sqlalchemy as sa
 from bson import ObjectId
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from etl_assets.local.stores import free_port
+from etl_assets_tests.dagster_dev import (
+    DONE,
+    IN_PROGRESS,
+    LOCATION,
+    REPOSITORY,
+    DagsterDev,
+    dagster_env,
+    running_dagster_dev,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LOCAL_INSTANCE = REPO_ROOT / "etl_assets" / "local" / "dagster_local.yaml"
-DAGSTER = str(Path(sys.executable).parent / "dagster")
-LOCATION = "etl_assets.definitions"
-REPOSITORY = "__repository__"
 SENSOR_INTERVAL_S = 5
-# Bounds, not expectations: a run process starts in a few seconds on a laptop.
-START_TIMEOUT_S = 120
+# A bound, not an expectation: a run process starts in a few seconds on a laptop.
 ARRIVAL_TIMEOUT_S = 180
-IN_PROGRESS = {"STARTING", "STARTED"}
-DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
 START_SENSOR = """
 mutation StartSensor($selector: SensorSelector!) {
@@ -48,99 +39,18 @@ mutation StartSensor($selector: SensorSelector!) {
     ... on PythonError { message }
   }
 }"""
-LOCATIONS = """
-query { workspaceOrError { ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-RUNS = """
-query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { __typename ... on Runs { results {
-  runId jobName status startTime endTime tags { key value } } } } }"""
-
-
-@dataclass
-class DagsterDev:
-    process: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def graphql_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/graphql"
-
-    def query(self, query: str, **variables: Any) -> dict:
-        response = requests.post(self.graphql_url, json={"query": query, "variables": variables}, timeout=30)
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-    def runs(self, **filters: Any) -> list[dict]:
-        return self.query(RUNS, filter=filters)["runsOrError"]["results"]
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def wait_until(self, predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"dagster dev exited:\n{self.log_tail()}"
-            if value := predicate():
-                return value
-            time.sleep(0.25)
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{self.log_tail()}")
-
-
-def _location_loaded(dev: DagsterDev) -> bool:
-    try:
-        entries = dev.query(LOCATIONS)["workspaceOrError"]["locationEntries"]
-    except requests.RequestException:
-        return False
-    entry = next((e for e in entries if e["name"] == LOCATION), None)
-    if entry is None or entry["loadStatus"] != "LOADED":
-        return False
-    assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry["locationOrLoadError"]
-    return True
 
 
 @pytest.fixture
 def dagster_dev(stores, tmp_path: Path) -> Iterator[DagsterDev]:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(LOCAL_INSTANCE, dagster_home / "dagster.yaml")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SHOP_SYNC_")}
-    env.pop("ALERT_WEBHOOK_URL", None)
-    env.update(stores.env())
-    env.update({
-        "DAGSTER_HOME": str(dagster_home),
+    env = dagster_env(
+        stores.env(), tmp_path / "dagster_home",
         # Nothing ticks until the test turns it on, so no other run competes with the ones it measures.
-        "SHOP_SYNC_AUTOMATION_DEFAULT": "stopped",
-        "SHOP_SYNC_PRODUCT_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S),
-    })
-    port = free_port()
-    log = tmp_path / "dagster_dev.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            ["env", "--default-signal=INT,TERM", DAGSTER, "dev", "-h", "127.0.0.1", "-p", str(port),
-             "-m", LOCATION],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    dev = DagsterDev(process, port, log)
-    try:
-        dev.wait_until(lambda: _location_loaded(dev), START_TIMEOUT_S, "the code location to load")
+        SHOP_SYNC_AUTOMATION_DEFAULT="stopped",
+        SHOP_SYNC_PRODUCT_SENSOR_INTERVAL_S=str(SENSOR_INTERVAL_S),
+    )
+    with running_dagster_dev(env, tmp_path / "dagster_dev.log") as dev:
         yield dev
-    finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop dagster dev and everything it started: its own process group, nothing else."""
-    # The webserver, daemon and code server share the dev process's group (start_new_session).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=30)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 def cart_product_title(stores, product_id: str) -> str | None:
