@@ -48,7 +48,8 @@ MEMORY_SIZES = (100_000, 1_000_000)
 REPEATS = 3
 BENCH_DATABASE = "bench"
 ORDER_DATABASE = "bench_orders"  # cart snapshots and one day of orders
-SECTIONS = ("products", "carts", "warehouse", "checks", "runs")
+SECTIONS = ("products", "carts", "warehouse", "checks", "runs", "fanout")
+FANOUT_RANGES = (1, 2)
 # Above this share of the machine's CPU going to other processes during a step, its timing is noisy.
 NOISY_SHARE = 0.05
 CPUS = os.cpu_count() or 1
@@ -174,11 +175,11 @@ class Bench:
             "--result-file", result])
 
     def measure_run(self, step: str, product_db: str, products: int, job: str, *, check: str | None = None,
-                    partition: str | None = None) -> Measurement:
+                    partition: str | None = None, settings: dict[str, str] | None = None) -> Measurement:
         """A whole Dagster run of `job` (or of one of its checks) in a run worker of its own, against the
         bench stores; its peak is the summed memory of the worker and every step process it starts."""
         env = {**os.environ, **self.stores.env(), "PRODUCT_MONGO_DB": product_db, "ORDER_MONGO_DB": ORDER_DATABASE,
-               "DAGSTER_HOME": str(bench_runs.dagster_home(self.root))}
+               "DAGSTER_HOME": str(bench_runs.dagster_home(self.root)), **(settings or {})}
 
         def command(result: str) -> list[str]:
             return [sys.executable, "-m", "etl_assets.local.bench_runs", job, "--result-file", result,
@@ -290,12 +291,35 @@ class Bench:
                           run_id="bench-prepare")
         if "carts" in options.sections:
             measurements += self.cart_sync_steps(main_db, products, options.carts, repeats)
+        elif {"checks", "runs"} & set(options.sections) and self.cart_rows() != options.carts:
+            log(f"  loaded {bench_data.load_carts(self.cart_db, options.carts):,} carts (for the checks and runs)")
         if "warehouse" in options.sections:
             measurements += self.warehouse_steps(main_db, products, options.orders, repeats)
         if "checks" in options.sections:
             measurements += self.check_steps(main_db, products)
         if "runs" in options.sections:
             measurements += self.job_runs(main_db, products, options.orders)
+        if "fanout" in options.sections:
+            measurements += self.fanout_runs(main_db, products, options.fanout)
+        return measurements
+
+    def fanout_runs(self, main_db: str, products: int, range_counts: list[int]) -> list[Measurement]:
+        """Whole runs of product_sync_fanout over a copy in line with the catalog (the nightly case),
+        with 1, 2, … ranges: its wall time from launch to success against the ranges."""
+        measurements = []
+        for ranges in range_counts:
+            step = f"{report.FANOUT_PREFIX}{ranges}"
+            log(f"{report.label(step)} ({products:,} products)")
+            try:
+                measured = self.measure_run(step, main_db, products, "product_sync_fanout",
+                                            settings={"SHOP_SYNC_PRODUCT_SYNC_RANGES": str(ranges)})
+            except StepFailed as err:
+                log(f"  {err}")
+                self.failures.append(str(err))
+                continue
+            measured.rows = products
+            measured.seconds = measured.details["run_s"]
+            measurements.append(measured)
         return measurements
 
     def product_sync_steps(self, main_db: str, options: argparse.Namespace) -> list[Measurement]:
@@ -415,6 +439,10 @@ class Bench:
         with self.cart_db.connect() as conn:
             return conn.execute(sa.text("SELECT count(*) FROM product")).scalar_one()
 
+    def cart_rows(self) -> int:
+        with self.cart_db.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM cart")).scalar_one()
+
 
 def validate_checks() -> list[str]:
     """The validate job's checks, as `asset/key:check_name`."""
@@ -484,6 +512,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "the products: 1,000,000 at 200,000)")
     parser.add_argument("--orders", type=int, default=None,
                         help=f"orders in the warehouse's day (default {bench_data.ORDERS_PER_PRODUCT}× the products)")
+    parser.add_argument("--fanout", type=_sizes, default=list(FANOUT_RANGES),
+                        help=f"range counts of the product_sync_fanout runs (default {','.join(map(str, FANOUT_RANGES))})")
     parser.add_argument("--old-service-products", type=int, default=OLD_SERVICE_PRODUCTS)
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the product sync's batch size")
     parser.add_argument("--root", type=Path, default=Path(".local/bench"), help="where the bench stores live")
@@ -563,7 +593,8 @@ def main(argv: list[str] | None = None) -> None:
                          ("The validate job's checks, each alone", report.checks_table(measurements)),
                          ("Whole runs of the named jobs", report.runs_table(measurements)),
                          ("A do-nothing product_sync_incremental run, launch to success",
-                          report.latency_table(measurements))):
+                          report.latency_table(measurements)),
+                         ("The full product sync fanned out over _id ranges", report.fanout_table(measurements))):
         if table:
             print(f"\n{title}:\n\n{table}")
     print("\n" + report.targets_table(targets))

@@ -38,6 +38,8 @@ WAREHOUSE_ANALYTICS_REBUILD = "warehouse_analytics_rebuild"
 # Whole Dagster runs (`run:<job>`) and the validate job's checks one by one (`check:<asset>:<check>`).
 RUN_PREFIX = "run:"
 CHECK_PREFIX = "check:"
+# Whole runs of product_sync_fanout over N ranges (`fanout:<N>`).
+FANOUT_PREFIX = "fanout:"
 # The floor of an edit's latency: product_sync_incremental launched with nothing to copy.
 RUN_LATENCY = "run_latency"
 
@@ -69,6 +71,8 @@ def label(step: str) -> str:
         return f"whole run of `{step[len(RUN_PREFIX):]}`"
     if step.startswith(CHECK_PREFIX):
         return f"check `{step[len(CHECK_PREFIX):]}`"
+    if step.startswith(FANOUT_PREFIX):
+        return f"product_sync_fanout over {step[len(FANOUT_PREFIX):]} range(s), nothing changed"
     return LABELS.get(step, step)
 
 # The issue's targets. Flatness is a judgement call; this is the bound the report holds it to.
@@ -425,6 +429,21 @@ def latency_table(measurements: Iterable[Measurement]) -> str | None:
     lines = ["| phase | time (s) |", "|---|---:|"]
     lines += [f"| {text} | {run.details[key]:,.2f} |" for key, text in LATENCY_PHASES if key in run.details]
     lines.append(f"| **launch to success** | **{run.details.get('launch_to_success_s', 0.0):,.2f}** |")
+    return "\n".join(lines)
+
+
+def fanout_table(measurements: Iterable[Measurement]) -> str | None:
+    """The fan-out's whole runs: wall time against the number of ranges, and the speed-up over one."""
+    runs = sorted((m for m in measurements if m.step.startswith(FANOUT_PREFIX)),
+                  key=lambda m: int(m.step[len(FANOUT_PREFIX):]))
+    if not runs:
+        return None
+    single = next((m for m in runs if m.step == f"{FANOUT_PREFIX}1"), None)
+    lines = ["| ranges | products | run (s) | launch to success (s) | rows/s | peak RSS, summed (MiB) | speed-up over 1 |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {m.step[len(FANOUT_PREFIX):]} | {m.products:,} | {m.seconds:,.2f} | "
+              f"{m.details.get('launch_to_success_s', 0.0):,.2f} | {m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | "
+              f"{_number(single.seconds / m.seconds if single and m.seconds else None, suffix='×')} |" for m in runs]
     return "\n".join(lines)
 
 

@@ -217,7 +217,7 @@ def test_profile_memory_quantities():
     with pytest.raises(ValueError, match="Mi or Gi"):
         bench.memory_bytes("1G")
     profiles = bench.job_profiles()
-    assert profiles["validate"][0] == "small" and profiles["full_reconcile"][2] == "multiprocess_max_2"
+    assert profiles["validate"][0] == "medium" and profiles["full_reconcile"][2] == "multiprocess_max_2"
 
 
 def test_tree_memory_sums_a_process_and_its_children():
@@ -230,3 +230,11 @@ def test_tree_memory_sums_a_process_and_its_children():
     peak = tree.stop()
     assert peak.processes == 2
     assert peak.rss_bytes > 50 * MIB and peak.pss_bytes > 50 * MIB
+
+
+def test_fanout_table_shows_the_speed_up_over_one_range():
+    runs = [_measurement(f"{report.FANOUT_PREFIX}2", 30.0), _measurement(f"{report.FANOUT_PREFIX}1", 45.0)]
+    table = report.fanout_table(runs).splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["1", "2"]  # by ranges
+    assert table[3].rstrip().endswith("| 1.50× |")
+    assert report.fanout_table(_run()) is None
