@@ -136,10 +136,13 @@ def load_plan(warehouse: Engine) -> RangePlan:
     return RangePlan.from_state(state)
 
 
-_ACTIVE_AND_UNSEEN = """
-    SELECT count(*), array_remove(array_agg(id) FILTER (WHERE NOT EXISTS (
-               SELECT 1 FROM product_seen s WHERE s.id = product.id)), NULL)
-    FROM product WHERE is_active AND {condition}
+_ACTIVE = "SELECT count(*) FROM product WHERE is_active AND {condition}"
+# NOT EXISTS in WHERE, which PostgreSQL runs as a hash anti-join (inside an aggregate's FILTER it
+# would be a subquery per row, over an unindexed temp table).
+_UNSEEN = """
+    SELECT id FROM product
+    WHERE is_active AND {condition} AND NOT EXISTS (SELECT 1 FROM product_seen s WHERE s.id = product.id)
+    ORDER BY id
 """
 
 
@@ -148,10 +151,12 @@ def _unseen_in(id_range: IdRange) -> Callable[[ProductLoader], dict[str, Any]]:
         condition, params = id_range.copy_condition()
         with loader.conn.cursor() as cur:
             cur.execute("ANALYZE product_seen")
-            cur.execute(_ACTIVE_AND_UNSEEN.format(condition=condition), params)
-            active, unseen_ids = cur.fetchone()
+            cur.execute(_ACTIVE.format(condition=condition), params)
+            active = cur.fetchone()[0]
+            cur.execute(_UNSEEN.format(condition=condition), params)
+            unseen = [row[0] for row in cur.fetchall()]
         loader.conn.commit()
-        return {"active": active, "unseen": sorted(unseen_ids or [])}
+        return {"active": active, "unseen": unseen}
 
     return unseen
 
