@@ -71,7 +71,7 @@ validate = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.all_asset_checks(),
     description="Run every asset check against the stores as they are (the old /api/etl/validate).",
-    tags={**profile_tags("small"), **RUN_RETRIES},
+    tags={**profile_tags("medium"), **RUN_RETRIES},
 )
 
 warehouse_build = dg.define_asset_job(
@@ -79,7 +79,7 @@ warehouse_build = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.groups("orders", WAREHOUSE_GROUP),
     description="Load one day of orders and rebuild that day's analytics tables.",
-    tags={**profile_tags("small", target="warehouse"), **RUN_RETRIES},
+    tags={**profile_tags("medium", target="warehouse"), **RUN_RETRIES},
 )
 
 # Its step processes (locally) or step pods: one per range, all at once.

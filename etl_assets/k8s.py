@@ -44,16 +44,23 @@ class ResourceProfile:
         }
 
 
+# Each limit is at least 1.5x the peak memory `make bench` measured for a whole run of the jobs that use
+# it: run process and step processes together (docs/kubernetes.md, "How the profiles are sized";
+# 200,000 products, 2026-11-30). A run's peak does not grow with the catalog: the syncs stream.
 PROFILES: dict[str, ResourceProfile] = {
-    # The pod the old sync service ran in; enough for batched incremental syncs and validation.
-    # dagster.yaml's run_k8s_config uses the same figures as the default for every run.
+    # The pod the old sync service ran in; dagster.yaml's run_k8s_config uses the same figures as the
+    # default for every run. product_sync_incremental peaked at 302 MiB, cart_sync at 260 MiB.
     "small": ResourceProfile(
         requests_cpu="100m", requests_memory="256Mi", limits_cpu="500m", limits_memory="512Mi"
     ),
-    # The nightly full reconcile and warehouse backfills, sized from `make bench` (docs/kubernetes.md):
-    # a full sync peaks at 343 MiB at 1,000,000 products and stays flat; a run pod holds the run
-    # process and up to two step processes (~890 MiB), plus 50 % headroom.
-    "large": ResourceProfile(requests_cpu="1", requests_memory="768Mi", limits_cpu="2", limits_memory="1536Mi"),
+    # Jobs whose steps run one after another in the run process: the memory each step leaves behind
+    # stays with the process. validate peaked at 669 MiB, warehouse_build (100,000 orders) at 573 MiB.
+    "medium": ResourceProfile(
+        requests_cpu="250m", requests_memory="768Mi", limits_cpu="1", limits_memory="1280Mi"
+    ),
+    # The nightly full reconcile (a run process and up to two step processes: 1076 MiB) and the range
+    # steps of product_sync_fanout.
+    "large": ResourceProfile(requests_cpu="1", requests_memory="1Gi", limits_cpu="2", limits_memory="2Gi"),
 }
 
 
