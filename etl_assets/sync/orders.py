@@ -28,8 +28,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from etl_assets.schemas.orders import FlatOrder, OrderItemRow, polars_schema
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
+from etl_assets.sync.order_days import EMPTY_DAY, day_fingerprints
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
+from etl_assets.sync.state import record_day_build
 from etl_assets.sync.streams import batched
 from etl_assets.sync.validate import split_valid
 
@@ -255,6 +257,7 @@ class OrderDayReport(SyncReport):
     day: str = ""
     items_inserted: int = 0
     replaced: int = 0
+    fingerprint: str = ""  # the source's, taken before the read (etl_assets/sync/order_days.py)
 
     @property
     def quarantine_rate(self) -> float:
@@ -264,11 +267,17 @@ class OrderDayReport(SyncReport):
 def sync_order_day(
     order_db: Database, warehouse: Engine, day: date, *, run_id: str, batch_size: int = 5000
 ) -> OrderDayReport:
-    """Replace the day's rows in `orders` and `order_items` with the day's valid documents."""
+    """Replace the day's rows in `orders` and `order_items` with the day's valid documents, and record the
+    source fingerprint they were built from in the same transaction.
+
+    The fingerprint is taken before the read, so a change that lands during the read leaves the recorded
+    fingerprint behind the source's, and the day is built again."""
     start, end = day_window(day)
     report = OrderDayReport(mode="day", dry_run=False, day=day.isoformat())
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     started_at = _warehouse_now(warehouse)
+    fingerprint = day_fingerprints(order_db.orders, day, day).get(day, EMPTY_DAY)
+    report.fingerprint = fingerprint.digest
     docs = order_db.orders.find({"createdAt": {"$gte": start, "$lt": end}}, batch_size=batch_size)
     # One connection and one transaction for the whole day, quarantine rows included: every lock the
     # load waits for is one PostgreSQL sees, so a conflict is a deadlock it detects, never a wait between
@@ -288,6 +297,7 @@ def sync_order_day(
         report.resolved = conn.execute(_RESOLVE_DAY, {
             "source": SOURCE, "started_at": started_at, "start": start, "end": end,
         }).rowcount
+        record_day_build(conn, day, fingerprint.digest, fingerprint.orders, run_id)
     return report.finish()
 
 
