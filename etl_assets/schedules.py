@@ -1,4 +1,5 @@
-"""Schedules: the periodic syncs, the nightly reconcile, hourly validation and the daily warehouse build.
+"""Schedules: the periodic syncs, the nightly reconcile, hourly validation and the nightly warehouse build
+and sweep.
 
 Cron strings and the time zone come from etl_assets/settings.py. Every schedule follows
 SHOP_SYNC_AUTOMATION_DEFAULT (running unless set to "stopped"). The incremental product sync also runs
@@ -6,9 +7,14 @@ on a schedule although product_changes launches it on every change: the schedule
 writes whose updatedAt lands behind the sensor's watermark, and for a stopped sensor.
 """
 
+from datetime import UTC, timedelta
+
 import dagster as dg
 
+from etl_assets.assets.orders import order_window
 from etl_assets.jobs import full_reconcile, product_sync_incremental, validate, warehouse_build
+from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.sensors import order_day_requests
 from etl_assets.settings import SETTINGS
 
 SCHEDULE_STATUS = (
@@ -42,15 +48,29 @@ validate_schedule = dg.ScheduleDefinition(
     description="Run every asset check against the stores (SHOP_SYNC_VALIDATION_CRON).",
 )
 
-# Builds the day that just ended, in the partitions' time zone (UTC), at SHOP_SYNC_WAREHOUSE_BUILD_TIME.
-warehouse_build_schedule = dg.build_schedule_from_partitioned_job(
-    warehouse_build,
+
+@dg.schedule(
     name="warehouse_build_schedule",
-    hour_of_day=SETTINGS.warehouse_build_hour,
-    minute_of_hour=SETTINGS.warehouse_build_minute,
+    job=warehouse_build,
+    cron_schedule=f"{SETTINGS.warehouse_build_minute} {SETTINGS.warehouse_build_hour} * * *",
+    # The partitions' own time zone: "yesterday" is a UTC day like every partition.
+    execution_timezone="UTC",
     default_status=SCHEDULE_STATUS,
-    description="Load yesterday's orders and rebuild yesterday's analytics tables.",
+    description="Nightly: build the day that just ended, and sweep the lookback window "
+    "(SHOP_SYNC_ORDER_LOOKBACK_DAYS): rebuild every day whose orders differ from what its last build "
+    "recorded, so a change order_changes missed (sensor stopped, failed tick) heals by itself.",
 )
+def warehouse_build_schedule(
+    context: dg.ScheduleEvaluationContext, order_db: MongoStoreResource, warehouse: PostgresStoreResource
+):
+    yesterday = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
+    # The day that ended is built even without orders: its daily_sales row of zeros and its cart funnel.
+    requests = [dg.RunRequest(run_key=yesterday.isoformat(), partition_key=yesterday.isoformat())]
+    found = order_day_requests(context.instance, order_db.db()["orders"], warehouse.engine(),
+                               *order_window(yesterday))
+    requests += [request for request in found.requests if request.partition_key != yesterday.isoformat()]
+    return requests
+
 
 ALL_SCHEDULES = [
     product_sync_incremental_schedule,

@@ -1,18 +1,19 @@
 """Sensors: source changes that launch syncs, and alerts on failed runs and failed checks.
 
 Default status (docs/automation.md):
-- product_changes, cart_changes, new_orders follow SHOP_SYNC_AUTOMATION_DEFAULT (running unless set to
+- product_changes, cart_changes, order_changes follow SHOP_SYNC_AUTOMATION_DEFAULT (running unless set to
   "stopped"); they only launch runs, and the run queue keeps two syncs into one store apart.
 - alert_on_run_failure, alert_on_failed_checks are always running: a failure must never go unnoticed.
 
-Each change sensor keeps a JSON cursor and derives its run_key from the watermark it saw, so the same
+product_changes and cart_changes keep a JSON cursor and derive their run_key from the watermark they saw;
+order_changes compares the source with the build state the warehouse records. Either way the same
 changes never launch twice, even when a tick is evaluated again after a crash.
 """
 
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -22,10 +23,11 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
 from etl_assets.alerts import Alert, AlertWebhookResource, FailedCheck, deliver
-from etl_assets.assets.orders import DAILY
+from etl_assets.assets.orders import DAILY, order_window
 from etl_assets.jobs import cart_sync, product_sync_incremental, warehouse_build
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
+from etl_assets.sync.order_days import days_to_build
 
 CHANGE_SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if SETTINGS.automation_running else dg.DefaultSensorStatus.STOPPED
 # A change-stream tick stops reading after this many events; the rest are read by the next tick.
@@ -211,61 +213,86 @@ def cart_changes(context: dg.SensorEvaluationContext, cart_db: PostgresStoreReso
 
 # ---------- orders ----------
 
-def newest_order(orders: Collection, before: datetime) -> datetime | None:
-    newest = orders.find_one({"createdAt": {"$gte": DAILY.start, "$lt": before}}, {"createdAt": 1},
-                             sort=[("createdAt", -1)])
-    return newest["createdAt"] if newest else None
+# The source fingerprint a warehouse_build run was requested for (etl_assets/sync/order_days.py).
+ORDER_FINGERPRINT_TAG = "shop-sync/order-fingerprint"
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
-def orders_by_day(orders: Collection, since: datetime | None, before: datetime) -> list[dict[str, Any]]:
-    """Per partition day, the orders created after `since` and before `before`, and the newest."""
-    created = {"$gte": DAILY.start, "$lt": before}
-    if since:
-        created["$gt"] = since
-    return list(orders.aggregate([
-        {"$match": {"createdAt": created}},
-        {"$group": {
-            "_id": {"$dateToString": {"format": DAILY.fmt, "date": "$createdAt", "timezone": DAILY.timezone}},
-            "orders": {"$sum": 1},
-            "newest": {"$max": "$createdAt"},
-        }},
-        {"$sort": {"_id": 1}},
-    ]))
+def days_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """The partition keys of warehouse_build runs queued or running: a single day, or a backfill's range."""
+    days: set[str] = set()
+    for run in instance.get_runs(dg.RunsFilter(job_name=warehouse_build.name, statuses=IN_FLIGHT)):
+        if PARTITION_TAG in run.tags:
+            days.add(run.tags[PARTITION_TAG])
+        elif RANGE_START_TAG in run.tags and RANGE_END_TAG in run.tags:
+            days.update(DAILY.get_partition_keys_in_range(
+                dg.PartitionKeyRange(run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG])))
+    return days
+
+
+def failed_attempts(instance: dg.DagsterInstance, day: str, fingerprint: str) -> int:
+    """Runs for this day and fingerprint that failed for good (the instance will not retry them)."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=warehouse_build.name, statuses=[dg.DagsterRunStatus.FAILURE],
+                                           tags={PARTITION_TAG: day, ORDER_FINGERPRINT_TAG: fingerprint}))
+    return sum(run.tags.get(WILL_RETRY_TAG) != "true" for run in runs)
+
+
+@dataclass
+class OrderDayRequests:
+    requests: list[dg.RunRequest]
+    in_flight: list[str]  # days to build that a queued or running run is building already
+
+
+def order_day_requests(
+    instance: dg.DagsterInstance, orders: Collection, warehouse: sa.Engine, first: date, last: date
+) -> OrderDayRequests:
+    """A warehouse_build run for every day from `first` to `last` whose orders differ from what its last
+    build recorded, unless a run for it is queued or running.
+
+    The run_key names the fingerprint, the build it replaces and the failed attempts so far: a tick
+    evaluated again asks for the same runs, while a new change, a finished build or a run that failed
+    for good gives a new key, so the day is requested again until a build records it."""
+    in_flight = days_in_flight(instance)
+    result = OrderDayRequests([], [])
+    for stale in days_to_build(orders, warehouse, first, last):
+        day, fingerprint = stale.day.isoformat(), stale.fingerprint.digest
+        if day in in_flight:
+            result.in_flight.append(day)
+            continue
+        replaces = stale.built.run_id if stale.built else "none"
+        failed = failed_attempts(instance, day, fingerprint)
+        result.requests.append(dg.RunRequest(
+            run_key=f"order-day-{day}-{fingerprint[:16]}-after-{replaces}-failed-{failed}",
+            partition_key=day,
+            tags={ORDER_FINGERPRINT_TAG: fingerprint, "shop-sync/orders": str(stale.fingerprint.orders)},
+        ))
+    return result
 
 
 @dg.sensor(
     job=warehouse_build,
     minimum_interval_seconds=SETTINGS.order_sensor_interval_s,
     default_status=CHANGE_SENSOR_STATUS,
-    description="Requests the warehouse partitions (orders, daily_sales, product_sales, cart_funnel) of the "
-    "days that received orders since the cursor. A day is requested once its partition exists.",
+    description="Rebuilds the warehouse partitions (orders, daily_sales, product_sales, cart_funnel) of every "
+    "day in the lookback window (SHOP_SYNC_ORDER_LOOKBACK_DAYS) whose orders changed in any way, or that no "
+    "build recorded: the source's per-day fingerprint against the one the day's last build recorded.",
 )
-def new_orders(context: dg.SensorEvaluationContext, order_db: MongoStoreResource):
-    state = load_cursor(context)
+def order_changes(context: dg.SensorEvaluationContext, order_db: MongoStoreResource,
+                  warehouse: PostgresStoreResource):
     last_window = DAILY.get_last_partition_window()
     if last_window is None:
         return dg.SkipReason("the warehouse's first day has not ended yet")
-    orders = order_db.db()["orders"]
-    # Orders of the day still open stay above the watermark until its partition exists.
-    if state is None:
-        # First tick: watch from here on. Older days are built by the daily schedule or a backfill.
-        start = {"created_at": _iso(newest_order(orders, last_window.end))}
-        return dg.SensorResult(skip_reason=f"watching orders created after {start['created_at'] or 'the start'}",
-                               cursor=dump_cursor(start))
-    days = orders_by_day(orders, _when(state["created_at"]), last_window.end)
-    newest = max((day["newest"] for day in days), default=None)
-    if newest is None:
-        return dg.SensorResult(skip_reason=f"no new order after {state['created_at'] or 'the start'}",
-                               cursor=dump_cursor(state))
-    watermark = newest.isoformat()
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"new-orders-{day['_id']}-{watermark}", partition_key=day["_id"],
-                          tags={"shop-sync/new-orders": str(day["orders"])})
-            for day in days
-        ],
-        cursor=dump_cursor({"created_at": watermark}),
-    )
+    first, last = order_window(last_window.start.date())
+    # No cursor: the build state in the warehouse is the watermark, so nothing can move past a day that
+    # was never built.
+    found = order_day_requests(context.instance, order_db.db()["orders"], warehouse.engine(), first, last)
+    if not found.requests:
+        building = f"; being built: {', '.join(found.in_flight)}" if found.in_flight else ""
+        return dg.SkipReason(f"every day from {first} to {last} is built from its current orders{building}")
+    return dg.SensorResult(run_requests=found.requests)
 
 
 # ---------- alerts ----------
@@ -361,4 +388,4 @@ def alert_on_failed_checks(context: dg.RunStatusSensorContext, alert_webhook: Al
     deliver(alert, alert_webhook, context.log)
 
 
-ALL_SENSORS = [product_changes, cart_changes, new_orders, alert_on_run_failure, alert_on_failed_checks]
+ALL_SENSORS = [product_changes, cart_changes, order_changes, alert_on_run_failure, alert_on_failed_checks]

@@ -32,6 +32,9 @@ class AutomationSettings:
     product_change_stream: bool = False
     cart_sensor_interval_s: int = 30
     order_sensor_interval_s: int = 60
+    # Days of orders, up to the last ended day, that order_changes and the nightly sweep keep in step
+    # with the source; older days change in the warehouse only by a backfill.
+    order_lookback_days: int = 35
     alert_sensor_interval_s: int = 30
     schedule_timezone: str = "UTC"
     product_sync_cron: str = "*/15 * * * *"
@@ -111,6 +114,7 @@ class AutomationSettings:
             product_change_stream=flag("product_change_stream", defaults.product_change_stream),
             cart_sensor_interval_s=positive_int("cart_sensor_interval_s", defaults.cart_sensor_interval_s),
             order_sensor_interval_s=positive_int("order_sensor_interval_s", defaults.order_sensor_interval_s),
+            order_lookback_days=positive_int("order_lookback_days", defaults.order_lookback_days),
             alert_sensor_interval_s=positive_int("alert_sensor_interval_s", defaults.alert_sensor_interval_s),
             schedule_timezone=text("schedule_timezone", defaults.schedule_timezone),
             product_sync_cron=text("product_sync_cron", defaults.product_sync_cron),

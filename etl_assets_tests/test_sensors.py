@@ -1,6 +1,6 @@
 """The change sensors, evaluated as the daemon would (resolved from the real Definitions) against real
-stores: the cursor advances, nothing changed is a skip, the same watermark gives the same run_key, and
-new orders request the partitions of their days."""
+stores: the cursor advances, nothing changed is a skip, and the same watermark gives the same run_key.
+order_changes is tested with the warehouse builds it requests in test_order_changes.py."""
 
 import dataclasses
 import json
@@ -162,33 +162,3 @@ def test_cart_changes_follow_updated_at_version_and_the_product_copy(stores, ins
     repriced = tick("cart_changes", stores, instance, bumped.cursor)
     assert repriced.run_requests and run_keys(repriced) != run_keys(bumped)
     assert not tick("cart_changes", stores, instance, repriced.cursor).run_requests
-
-
-def order(created_at: datetime) -> dict:
-    return {"_id": ObjectId(), "userId": "u1", "createdAt": created_at, "items": []}
-
-
-def test_new_orders_request_the_partitions_of_their_days(stores, instance):
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    before_start = datetime(2024, 12, 31, 12, tzinfo=UTC)
-    stores.order_db.orders.insert_many([order(today - timedelta(days=5)), order(before_start)])
-    first = tick("new_orders", stores, instance)
-    assert not first.run_requests and "watching orders created after" in first.skip_message
-    assert not tick("new_orders", stores, instance, first.cursor).run_requests
-
-    two_days_ago, yesterday = today - timedelta(days=2), today - timedelta(days=1)
-    newest = yesterday + timedelta(hours=23, minutes=59)
-    stores.order_db.orders.insert_many([
-        order(two_days_ago + timedelta(hours=8)), order(two_days_ago + timedelta(hours=20)),
-        order(newest), order(today + timedelta(minutes=1)), {"_id": ObjectId(), "createdAt": "not a date"},
-    ])
-    new = tick("new_orders", stores, instance, first.cursor)
-    days = [two_days_ago.date().isoformat(), yesterday.date().isoformat()]
-    assert [request.partition_key for request in new.run_requests] == days
-    assert run_keys(new) == [f"new-orders-{day}-{newest.isoformat()}" for day in days]
-    assert [request.tags["shop-sync/new-orders"] for request in new.run_requests] == ["2", "1"]
-    assert json.loads(new.cursor) == {"created_at": newest.isoformat()}
-    assert run_keys(tick("new_orders", stores, instance, first.cursor)) == run_keys(new)
-    # Today's order waits until today's partition exists.
-    later = tick("new_orders", stores, instance, new.cursor)
-    assert not later.run_requests and later.skip_message

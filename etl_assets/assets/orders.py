@@ -15,6 +15,8 @@ from etl_assets.assets.common import (
 )
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
+from etl_assets.settings import SETTINGS
+from etl_assets.sync.order_days import lookback_window
 from etl_assets.sync.orders import SOURCE, quarantine_undated_orders, sync_order_day
 from etl_assets.sync.warehouse import table_columns
 
@@ -26,6 +28,12 @@ DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
 # each day in its own transaction, so a failed run keeps the days it finished and its retry redoes at
 # most a month. A single run for the whole range would make every retry start over from the first day.
 DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
+
+
+def order_window(last_day: date) -> tuple[date, date]:
+    """The days whose warehouse rows order_changes, the nightly sweep and the coverage check keep in step
+    with the source: SHOP_SYNC_ORDER_LOOKBACK_DAYS up to `last_day`, none before the first partition."""
+    return lookback_window(last_day, SETTINGS.order_lookback_days, DAILY.start.date())
 
 
 class OrderSyncConfig(dg.Config):
