@@ -1,6 +1,7 @@
 """Late and changed orders reach the warehouse: order_changes, evaluated as the daemon would against real
 stores, requests the day, and one warehouse_build run (the real job) rebuilds it. Each case asserts what
-the warehouse tables hold afterwards; then the retry of a failed build and the nightly sweep."""
+the warehouse tables hold afterwards; then the retry of a failed build, the nightly sweep and the
+coverage check."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import sqlalchemy as sa
 from etl_assets import jobs
 from etl_assets.assets.orders import order_assets
 from etl_assets.assets.warehouse import warehouse_assets
+from etl_assets.checks.orders import warehouse_orders_built_from_current_orders
 from etl_assets.definitions import defs
 from etl_assets.sensors import ORDER_FINGERPRINT_TAG
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.orders import SOURCE
 from etl_assets.sync.quarantine import open_count
+from etl_assets_tests.checks.harness import evaluate_checks, failing, metadata
 from etl_assets_tests.sync.test_orders import make_order
 
 ORDER_SENSOR = "order_changes"
@@ -250,3 +253,30 @@ def test_the_nightly_sweep_builds_yesterday_and_every_changed_day(stores, instan
     assert daily_sales(stores, YESTERDAY) == (0, 0, Decimal("0.00"))
     assert [r.partition_key for r in sweep(stores, instance, at(TODAY, 1))] == [YESTERDAY.isoformat()]
 
+
+def test_the_coverage_check_fails_for_unbuilt_and_outdated_days(stores, instance):
+    older, newest = make_order(at(LAST_WEEK, 8)), make_order(at(YESTERDAY, 8))
+    stores.order_db.orders.insert_many([older, newest])
+    key = "warehouse/orders:days_built_from_current_orders"
+
+    def coverage() -> dg.AssetCheckEvaluation:
+        return evaluate_checks(stores.resources(), warehouse_orders_built_from_current_orders)[key]
+
+    # Nothing built: the older day is lost (ERROR), the newest may still be on its way.
+    lost = coverage()
+    assert failing(lost) == (False, 2, [LAST_WEEK.isoformat(), YESTERDAY.isoformat()])
+    assert lost.severity == dg.AssetCheckSeverity.ERROR
+    assert metadata(lost)["never_built"] == 2
+    assert metadata(lost)["reasons"][LAST_WEEK.isoformat()] == "never built (1 orders in the source)"
+
+    build(stores, instance, LAST_WEEK)
+    build(stores, instance, YESTERDAY)
+    assert failing(coverage()) == (True, 0, [])
+
+    # A payment after the build: outdated until order_changes rebuilds the day.
+    stores.order_db.orders.update_one({"_id": newest["_id"]}, {"$set": {"paidAt": at(TODAY, 0, 30)}})
+    outdated = coverage()
+    assert failing(outdated) == (False, 1, [YESTERDAY.isoformat()])
+    assert outdated.severity == dg.AssetCheckSeverity.WARN and metadata(outdated)["outdated"] == 1
+    automation_pass(stores, instance, None)
+    assert failing(coverage()) == (True, 0, [])

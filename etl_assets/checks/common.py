@@ -37,9 +37,14 @@ def check_result(finding: Finding, severity: dg.AssetCheckSeverity) -> dg.AssetC
     )
 
 
-def evaluate(measure: Callable[[], Finding], severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+def evaluate(
+    measure: Callable[[], Finding],
+    severity: dg.AssetCheckSeverity,
+    severity_of: Callable[[Finding], dg.AssetCheckSeverity] | None = None,
+) -> dg.AssetCheckResult:
     """Run a measurement. The resources fail fast with StoreUnavailableError when a store is down; the
-    check then fails with that message, so the UI says which store and why."""
+    check then fails with that message and `severity`, so the UI says which store and why. `severity_of`,
+    when given, grades what was found instead."""
     try:
         finding = measure()
     except StoreUnavailableError as err:
@@ -49,7 +54,7 @@ def evaluate(measure: Callable[[], Finding], severity: dg.AssetCheckSeverity) ->
             description=str(err),
             metadata={"store": err.store, "unavailable": err.reason},
         )
-    return check_result(finding, severity)
+    return check_result(finding, severity_of(finding) if severity_of else severity)
 
 
 def run_days(context: dg.AssetCheckExecutionContext) -> DayRange | None:

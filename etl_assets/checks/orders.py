@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from etl_assets.assets.orders import order_db_orders, warehouse_orders
+from etl_assets.assets.orders import DAILY, order_db_orders, order_window, warehouse_orders
 from etl_assets.checks.common import ERROR, WARN, evaluate, run_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync import reconcile
@@ -46,4 +46,37 @@ def orders_unique_ids(order_db: MongoStoreResource) -> dg.AssetCheckResult:
     return evaluate(lambda: reconcile.duplicate_documents(order_db.db()["orders"], {"$toString": "$_id"}), ERROR)
 
 
-order_checks = [warehouse_orders_match_schema, order_items_reference_known_products, orders_unique_ids]
+def coverage_severity(coverage: reconcile.DayCoverage) -> dg.AssetCheckSeverity:
+    """ERROR for a day with orders that no build recorded and that the automation should have built by
+    now (older than the newest day): it has no rows at all. WARN for the rest, which the next tick of
+    order_changes and one run heal: an outdated build, or the newest day not built yet."""
+    return ERROR if coverage.lost_days() else WARN
+
+
+@dg.asset_check(
+    asset=warehouse_orders,
+    name="days_built_from_current_orders",
+    description="Every day of the lookback window (SHOP_SYNC_ORDER_LOOKBACK_DAYS) that has orders in the source "
+    "was built, from the orders the source holds now: the day's source fingerprint equals the one its last "
+    "build recorded. ERROR when a day older than the newest has no build; WARN when a build is outdated or "
+    "the newest day is not built yet (order_changes rebuilds them within a tick and a run). The days of the "
+    "run, or the whole window in the validate job.",
+)
+def warehouse_orders_built_from_current_orders(
+    context: dg.AssetCheckExecutionContext, order_db: MongoStoreResource, warehouse: PostgresStoreResource
+) -> dg.AssetCheckResult:
+    last_window = DAILY.get_last_partition_window()
+    if last_window is None:
+        return dg.AssetCheckResult(passed=True, severity=WARN, description="no day has ended yet")
+    first, last = order_window(last_window.start.date())
+    if days := run_days(context):
+        first, last = max(first, days[0]), min(last, days[1])
+    if first > last:
+        return dg.AssetCheckResult(passed=True, severity=WARN,
+                                   description="the run's days are outside the lookback window")
+    return evaluate(lambda: reconcile.order_day_coverage(order_db.db()["orders"], warehouse.engine(), first, last),
+                    ERROR, coverage_severity)
+
+
+order_checks = [warehouse_orders_match_schema, order_items_reference_known_products, orders_unique_ids,
+                warehouse_orders_built_from_current_orders]

@@ -37,6 +37,7 @@ from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync import carts as cart_sync
 from etl_assets.sync import products as product_sync
 from etl_assets.sync.guard import DEFAULT_GUARD, DeactivationGuard
+from etl_assets.sync.order_days import DayToBuild, days_to_build
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
 from etl_assets.sync.product_transform import TransformedBatch, transform_batch
 from etl_assets.sync.stores import unavailable
@@ -689,6 +690,47 @@ def orphan_order_items(warehouse: Engine, cart_db: Engine, days: DayRange | None
         if orphan_items:
             result.orphans = Sample(orphan_items, list(conn.execute(sample, {
                 **params, "unknown": result.unknown_products.ids, "limit": SAMPLE_SIZE}).scalars()))
+    return result
+
+
+# ---------- coverage ----------
+
+@dataclass
+class DayCoverage(Finding):
+    """Days of the window whose warehouse rows do not stand for the source's current orders."""
+
+    first: date
+    last: date
+    never_built: list[DayToBuild] = field(default_factory=list)
+    outdated: list[DayToBuild] = field(default_factory=list)
+
+    @property
+    def failing(self) -> int:
+        return len(self.never_built) + len(self.outdated)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return [stale.day.isoformat() for stale in [*self.never_built, *self.outdated]][:SAMPLE_SIZE]
+
+    def lost_days(self) -> list[date]:
+        """Never-built days older than the newest: the nightly sweep and the sensor should have built them."""
+        return [stale.day for stale in self.never_built if stale.day < self.last]
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "window": f"{self.first} to {self.last}",
+            "never_built": len(self.never_built),
+            "outdated": len(self.outdated),
+            "reasons": {stale.day.isoformat(): stale.reason for stale in [*self.never_built, *self.outdated][:SAMPLE_SIZE]},
+        }
+
+
+def order_day_coverage(orders: Collection, warehouse: Engine, first: date, last: date) -> DayCoverage:
+    """Each day from `first` to `last`: its orders' fingerprint in the source against the one its last
+    build recorded (etl_assets/sync/order_days.py)."""
+    result = DayCoverage(first, last)
+    for stale in days_to_build(orders, warehouse, first, last):
+        (result.never_built if stale.built is None else result.outdated).append(stale)
     return result
 
 

@@ -19,7 +19,7 @@ def test_validate_runs_every_check_of_the_code_location(stores, monkeypatch):
         result = defs.resolve_job_def("validate").execute_in_process(instance=instance, raise_on_error=False)
     evaluations = {e.asset_check_key: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == set(repository.asset_graph.asset_check_keys)
-    assert len(evaluations) == 24
+    assert len(evaluations) == 25
     for key, evaluation in evaluations.items():
         if key.name != "freshness_check":
             assert {"failing", "sample_ids"} <= set(evaluation.metadata), key
