@@ -25,6 +25,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from etl_assets.assets.orders import warehouse_orders
 from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
 from etl_assets.local import demo_data
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
@@ -39,6 +40,7 @@ DEMO_TAGS = {"shop-sync/demo": "true"}
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # What a step raises when a blocking check on its asset failed: the data is at fault, not the demo.
 BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"
+ORDERS = warehouse_orders.key
 
 
 @dataclass
@@ -165,10 +167,43 @@ def run_demo(definitions: dg.Definitions, instance: dg.DagsterInstance, env: Map
         for partition_key in partition_keys:
             runner.run(partition_key, keys, partition_key=partition_key)
 
+    late_payment(runner, definitions, instance, env)
+
     remaining_checks = runner.unevaluated_check_keys()
     if remaining_checks:
         runner.run(f"{len(remaining_checks)} checks not run with their assets", check_keys=remaining_checks)
     return runner
+
+
+def late_payment(runner: DemoRunner, definitions: dg.Definitions, instance: dg.DagsterInstance,
+                 env: Mapping[str, str]) -> None:
+    """Pay yesterday's 23:40 order after its day was built, then run the automation: one order_changes
+    tick, evaluated as the daemon would, and the warehouse_build run of each day it requests."""
+    paid_at = demo_data.pay_late_order(env)
+    print(f"Paid order {demo_data.LATE_PAYMENT_ORDER_ID} at {paid_at:%H:%M} UTC, after its day was built; "
+          "order_changes ticks ...")
+    with dg.build_sensor_context(instance=instance, definitions=definitions) as context:
+        tick = definitions.resolve_sensor_def("order_changes").evaluate_tick(context)
+    keys = next(keys for keys in runner.partitioned_asset_keys().values() if ORDERS in keys)
+    for request in tick.run_requests:
+        runner.run(f"{request.partition_key} (requested by order_changes)", keys, partition_key=request.partition_key)
+
+
+def late_payment_lines(env: Mapping[str, str]) -> list[str]:
+    """What the warehouse holds for the order paid after its day was built."""
+    warehouse = postgres_engine(env["WAREHOUSE_PG_URL"], store=WAREHOUSE, timeout_s=5)
+    try:
+        with warehouse.connect() as conn:
+            order = conn.execute(sa.text(
+                "SELECT created_at, payment_status, paid_at FROM orders WHERE order_id = :id"),
+                {"id": str(demo_data.LATE_PAYMENT_ORDER_ID)}).one_or_none()
+    finally:
+        warehouse.dispose()
+    if order is None:
+        return ["Late payment: the order is not in the warehouse"]
+    paid = f"{order.payment_status}, paid_at {order.paid_at:%Y-%m-%d %H:%M} UTC" if order.paid_at else order.payment_status
+    return [f"Late payment (order {demo_data.LATE_PAYMENT_ORDER_ID}, created {order.created_at:%Y-%m-%d %H:%M} UTC, "
+            f"paid after its day was built): the warehouse says {paid}"]
 
 
 def _count_table(conn: sa.Connection, name: str) -> int:
@@ -306,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         *store_lines(os.environ),
         "",
         *deleted_cart_lines(os.environ),
+        "",
+        *late_payment_lines(os.environ),
         "",
         *check_lines(runner),
         "",

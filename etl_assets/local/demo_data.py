@@ -6,6 +6,8 @@ Two phases, in the order the shop's services would produce the data:
   before today, UTC).
 - `load_carts`: Cart PostgreSQL `cart`. Run it after the first product sync: the cart service only
   accepts carts for products it knows, and the loader never writes the ETL-owned `product` table.
+- `pay_late_order`: after the warehouse built yesterday, pays yesterday's 23:40 order, a late payment
+  the automation must carry into the warehouse.
 
 Every record has a fixed id and is upserted, so loading again converges instead of duplicating.
 The same seed and day always give the same records. `BAD_RECORDS` lists the defective ones.
@@ -177,7 +179,8 @@ def build_demo_data(
     bad_carts, legacy_carts = _bad_carts(random.Random(f"{seed}:bad-carts"), good_products, start)
     return DemoData(
         products=products + _bad_products(random.Random(f"{seed}:bad-products"), end),
-        orders=orders + _bad_orders(random.Random(f"{seed}:bad-orders"), good_products, start),
+        orders=orders + _bad_orders(random.Random(f"{seed}:bad-orders"), good_products, start)
+        + [_late_payment_order(random.Random(f"{seed}:late-payment"), good_products, today)],
         carts=carts + bad_carts,
         legacy_carts=legacy_carts,
     )
@@ -335,6 +338,29 @@ def _bad_orders(rng: random.Random, products: list[dict[str, Any]], start: datet
             order["subtotal"] = round(order["subtotal"] + 10 + n, 2)
         orders.append(order)
     return orders
+
+
+# An order created at 23:40 on the last day and still pending when the warehouse first builds that day;
+# pay_late_order pays it after the build, and the automation must rebuild the day.
+LATE_PAYMENT_ORDER_ID = object_id(b"LATE", 0)
+
+
+def _late_payment_order(rng: random.Random, products: list[dict[str, Any]], today: date) -> dict[str, Any]:
+    created = datetime.combine(today - timedelta(days=1), time(23, 40), tzinfo=UTC)
+    order = _order(rng, LATE_PAYMENT_ORDER_ID, user_id(0), [_order_item(rng, products[0], 1)], created)
+    return {**order, "orderStatus": "pending", "paymentStatus": "pending", "paidAt": None}
+
+
+def pay_late_order(env: Mapping[str, str] = os.environ) -> datetime:
+    """Pay LATE_PAYMENT_ORDER_ID now, as the order service would after midnight; returns paidAt."""
+    order_db = mongo_database(env["ORDER_MONGO_URI"], env["ORDER_MONGO_DB"], store=ORDER_DB, timeout_s=5)
+    paid_at = _millis(datetime.now(UTC))
+    try:
+        order_db["orders"].update_one({"_id": LATE_PAYMENT_ORDER_ID}, {"$set": {
+            "orderStatus": "processing", "paymentStatus": "paid", "paidAt": paid_at}})
+    finally:
+        order_db.client.close()
+    return paid_at
 
 
 def _millis(moment: datetime) -> datetime:

@@ -21,6 +21,7 @@ from etl_assets.local.demo_data import (
     load_sources,
 )
 from etl_assets.sync.carts import sync_carts
+from etl_assets.sync.order_days import days_to_build
 from etl_assets.sync.orders import sync_order_day
 from etl_assets.sync.products import sync_products
 
@@ -57,7 +58,8 @@ def test_the_same_seed_and_day_give_the_same_data() -> None:
     assert first != build_demo_data(seed=demo_data.SEED + 1, today=DAY)
     bad_per_source = Counter(bad.source for bad in BAD_RECORDS)
     assert len(first.products) == demo_data.PRODUCT_COUNT + bad_per_source["product_db.products"]
-    assert len(first.orders) == demo_data.ORDER_COUNT + bad_per_source["order_db.orders"]
+    # The bad orders, and the order the demo pays after its day was built.
+    assert len(first.orders) == demo_data.ORDER_COUNT + bad_per_source["order_db.orders"] + 1
     assert len(first.carts) + len(first.legacy_carts) == demo_data.CART_COUNT + bad_per_source["cart_db.cart"]
 
 
@@ -159,3 +161,25 @@ def test_the_syncs_quarantine_exactly_the_bad_records_the_demo_says_they_will(st
             "SELECT source, record_id FROM etl_quarantine WHERE resolved_at IS NULL")).tuples())
     assert quarantined == {(bad.source, bad.record_id) for bad in BAD_RECORDS if bad.quarantined}
     assert any(not bad.quarantined for bad in BAD_RECORDS)
+
+
+def test_the_late_payment_is_paid_after_its_day_was_built(stores) -> None:
+    env = stores.env()
+    load_sources(env, build_demo_data(today=DAY))
+    yesterday = DAY - timedelta(days=1)
+    sync_order_day(stores.order_db, stores.warehouse_engine, yesterday, run_id="first-build")
+    order_id = str(demo_data.LATE_PAYMENT_ORDER_ID)
+
+    def warehouse_order() -> tuple:
+        with stores.warehouse_engine.connect() as conn:
+            return tuple(conn.execute(sa.text("SELECT created_at, payment_status, paid_at FROM orders "
+                                              "WHERE order_id = :id"), {"id": order_id}).one())
+
+    created_at, status, paid_at = warehouse_order()
+    assert (created_at.date(), created_at.hour, status, paid_at) == (yesterday, 23, "pending", None)
+    assert days_to_build(stores.order_db.orders, stores.warehouse_engine, yesterday, yesterday) == []
+    paid_at = demo_data.pay_late_order(env)
+    [stale] = days_to_build(stores.order_db.orders, stores.warehouse_engine, yesterday, yesterday)
+    assert stale.built.run_id == "first-build"
+    sync_order_day(stores.order_db, stores.warehouse_engine, yesterday, run_id="rebuild")
+    assert warehouse_order()[1:] == ("paid", paid_at)
