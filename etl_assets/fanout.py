@@ -15,7 +15,6 @@ step of the job's graph; docs/kubernetes.md says how to choose it.
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
 
 from etl_assets.assets.common import STORE_RETRY, quarantine_metadata, report_metadata
 from etl_assets.assets.products import (
@@ -23,7 +22,7 @@ from etl_assets.assets.products import (
     override_run_config,
     refused_deactivation,
 )
-from etl_assets.k8s import step_op_tags
+from etl_assets.k8s import step_isolated_executor, step_op_tags
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.guard import MassDeactivationRefused
@@ -91,7 +90,7 @@ def product_sync_fanout_job(ranges: int, *, on_kubernetes: bool, tags: dict[str,
     pool on the range steps: they write disjoint rows, and the run queue's `cart_db` target keeps
     every other product sync out while they run."""
     if on_kubernetes:
-        executor = k8s_job_executor.configured({"max_concurrent": ranges}, name=f"k8s_ranges_{ranges}")
+        executor = step_isolated_executor(max_concurrent=ranges)
         step_tags = step_op_tags("large")
     else:
         executor = dg.multiprocess_executor.configured({"max_concurrent": ranges}, name=f"multiprocess_max_{ranges}")

@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from dagster_k8s import k8s_job_executor
-from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
+import dagster as dg
 
+# dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY, spelled out (test_k8s checks they agree): importing
+# dagster_k8s loads the whole Kubernetes client, about 1.7 s and 30 MiB in every process that loads the
+# code location, though only a run that starts step pods uses it.
+K8S_CONFIG_TAG = "dagster-k8s/config"
 PROFILE_TAG = "shop-sync/profile"
 TARGET_TAG = "shop-sync/target"
 
@@ -73,7 +76,7 @@ def k8s_config(profile: str) -> dict:
 
 def profile_tags(profile: str, target: str | None = None) -> dict[str, str]:
     """Run tags for a job: its pod resources, its profile name and, for a sync, the store it writes."""
-    tags = {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(k8s_config(profile)), PROFILE_TAG: profile}
+    tags = {K8S_CONFIG_TAG: json.dumps(k8s_config(profile)), PROFILE_TAG: profile}
     if target is not None:
         if target not in SYNC_TARGETS:
             raise ValueError(f"unknown sync target {target!r}; the run queue limits only {SYNC_TARGETS}")
@@ -83,11 +86,13 @@ def profile_tags(profile: str, target: str | None = None) -> dict[str, str]:
 
 def step_op_tags(profile: str) -> dict[str, str]:
     """Op (or asset `op_tags`) tags giving one step's pod a profile under `step_isolated_executor`."""
-    return {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(k8s_config(profile))}
+    return {K8S_CONFIG_TAG: json.dumps(k8s_config(profile))}
 
 
-# Namespace, image, secrets, service account and the default resources come from the instance's
-# K8sRunLauncher, so the executor only bounds how many step pods one run starts.
-step_isolated_executor = k8s_job_executor.configured(
-    {"max_concurrent": STEP_PODS_PER_RUN}, name="step_isolated_k8s_executor"
-)
+def step_isolated_executor(max_concurrent: int = STEP_PODS_PER_RUN) -> dg.ExecutorDefinition:
+    """k8s_job_executor bounded to `max_concurrent` step pods per run. Namespace, image, secrets, service
+    account and the default resources come from the instance's K8sRunLauncher."""
+    from dagster_k8s import k8s_job_executor  # here, not at import: see K8S_CONFIG_TAG
+
+    return k8s_job_executor.configured({"max_concurrent": max_concurrent},
+                                       name=f"step_isolated_k8s_executor_{max_concurrent}")
