@@ -182,7 +182,8 @@ def late_payment(runner: DemoRunner, definitions: dg.Definitions, instance: dg.D
     paid_at = demo_data.pay_late_order(env)
     print(f"Paid order {demo_data.LATE_PAYMENT_ORDER_ID} at {paid_at:%H:%M} UTC, after its day was built; "
           "order_changes ticks ...")
-    with dg.build_sensor_context(instance=instance, definitions=definitions) as context:
+    with dg.build_sensor_context(instance=instance, definitions=definitions,
+                                 resources=definitions.resources) as context:
         tick = definitions.resolve_sensor_def("order_changes").evaluate_tick(context)
     keys = next(keys for keys in runner.partitioned_asset_keys().values() if ORDERS in keys)
     for request in tick.run_requests:
