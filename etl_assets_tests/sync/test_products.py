@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from bson import Decimal128, ObjectId
 from pymongo import MongoClient, monitoring
 
+from etl_assets.sync import products as products_module
 from etl_assets.sync.guard import DeactivationGuard, MassDeactivationRefused
 from etl_assets.sync.product_transform import InvalidProduct, flatten_product, row_hashes, transform_batch
 from etl_assets.sync.products import BatchResult, ProductLoader, sync_products
@@ -394,3 +395,13 @@ def test_the_guard_share_and_floor_are_configurable(stores):
     with pytest.raises(MassDeactivationRefused, match="limit of 2: "):
         run(stores, mode="full", guard=DeactivationGuard(max_share=0.1, floor=1))
     assert run(stores, mode="full").deactivated == 3  # the default floor of 10 lets a small demo shrink
+
+
+def test_the_deactivation_counts_use_an_anti_join(stores):
+    """After a full pass the sync counts the active rows it did not see. Written as NOT EXISTS inside an
+    aggregate's FILTER, PostgreSQL runs the subquery once per row over the unindexed temp table of seen
+    ids (minutes at 200,000 products); in WHERE it is one hash anti-join."""
+    with ProductLoader(stores.cart_engine, dry_run=False) as loader, loader.conn.cursor() as cur:
+        cur.execute(f"EXPLAIN {products_module._COUNT_ACTIVE_AND_UNSEEN}")
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "Anti Join" in plan and "SubPlan" not in plan, plan
