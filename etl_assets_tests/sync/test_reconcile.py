@@ -25,6 +25,7 @@ from etl_assets_tests.checks.seed import (
     sync_cart_snapshots,
     sync_catalog,
 )
+from etl_assets_tests.sync.test_products import FindCommands
 
 
 def reconcile_products(stores, batch_size: int = 4) -> reconcile.ProductReconciliation:
@@ -343,3 +344,23 @@ def test_an_unreachable_store_is_named_within_seconds(tmp_path, store):
             reconcile.ping_postgres(engine, "Test store")
     assert raised.value.store == "Test store"
     assert time.monotonic() - started < 5
+
+
+def test_cart_reconciliation_reads_each_page_of_snapshots_as_one_cartid_range(stores):
+    """A page's stored snapshots are one range of the cartId index, as a full cart sync reads them: a
+    `$in` of a whole page costs some servers a scan per page (secantusdb: 50× a range)."""
+    seed_catalog(stores, 2)
+    sync_catalog(stores)
+    for n in range(1, 10):
+        add_cart(stores, n, product=1 + n % 2)
+    sync_cart_snapshots(stores)
+    listener = FindCommands()
+    client = pymongo.MongoClient(stores.env()["ORDER_MONGO_URI"], event_listeners=[listener])
+    try:
+        result = reconcile.reconcile_carts(stores.cart_engine, client[stores.order_db.name], batch_size=4)
+    finally:
+        client.close()
+    assert result.passed
+    page_reads = [find["filter"] for find in listener.finds if find["find"] == "carts" and "cartId" in find["filter"]]
+    assert len(page_reads) == 3  # 9 carts in pages of 4
+    assert all(set(read["cartId"]) == {"$gte", "$lte"} for read in page_reads), page_reads
