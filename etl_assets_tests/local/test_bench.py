@@ -207,6 +207,7 @@ def test_sections_and_scales_from_the_command_line():
     assert default.carts == bench.DEFAULT_PRODUCTS * bench_data.CART_SYNC_CARTS_PER_PRODUCT
     small = bench.parse_args(["--products", "4000", "--sections", "carts,runs", "--carts", "500"])
     assert (small.sections, small.carts, small.orders) == (["carts", "runs"], 500, 2000)
+    assert bench.parse_args(["--quick"]).carts == bench.QUICK_PRODUCTS // 2
     with pytest.raises(SystemExit):
         bench.parse_args(["--sections", "carts,nope"])
 
