@@ -172,7 +172,7 @@ def secured_stores(secured_servers: SecuredServers) -> Iterator[SecuredStoreSet]
         orders = root[store_set.order_db]
         orders.command("createRole", ORDERS_ROLE, roles=[], privileges=[
             {"resource": {"db": store_set.order_db, "collection": "carts"},
-             "actions": ["find", "insert", "update", "createIndex"]},
+             "actions": ["find", "insert", "update", "createIndex", "listIndexes"]},
             {"resource": {"db": store_set.order_db, "collection": "orders"}, "actions": ["find"]},
         ])
         orders.command("createUser", ORDERS_USER, pwd=passwords[ORDERS_USER],
