@@ -59,11 +59,13 @@ def _next_line(child: subprocess.Popen, stderr: IO[bytes]) -> str:
 
 
 def run_and_kill(which: str, env: dict[str, str], batch_size: int, position: float,
-                 batch_seconds: float) -> Kill:
-    """Start a full sync in a child process and SIGKILL it at `position` (see Kill)."""
+                 batch_seconds: float, hold: bool = False) -> Kill:
+    """Start a full sync in a child process and SIGKILL it at `position` (see Kill). With `hold` the
+    child waits after int(position) batches, so the kill cannot come too late."""
+    hold_after = [str(int(position))] if hold else []
     with tempfile.TemporaryFile() as stderr:
         child = subprocess.Popen(
-            [sys.executable, "-m", "etl_assets_tests.safety.sync_child", which, str(batch_size)],
+            [sys.executable, "-m", "etl_assets_tests.safety.sync_child", which, str(batch_size), *hold_after],
             cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=stderr, text=True,
         )
         try:

@@ -109,8 +109,8 @@ def test_a_range_killed_mid_pass_is_run_again_and_the_copy_converges(stores, ran
     for index in range(ranges):
         if index != victim:
             run_range(stores, index)
-    batches = PRODUCTS / ranges / BATCH
-    kill = run_and_kill(f"range:{victim}", stores.env(), BATCH, rng.uniform(0.5, batches - 0.5), 0.05)
+    # A range holds at least half its even share, so it has two or more batches: hold after one.
+    kill = run_and_kill(f"range:{victim}", stores.env(), BATCH, position=1, batch_seconds=0.0, hold=True)
     assert not kill.finished_first, kill
     with pytest.raises(RangePlanError, match=f"range {victim} .* has not finished"):
         finish_ranges(stores.cart_engine, stores.warehouse_engine, run_id="finish-too-early")
