@@ -9,7 +9,7 @@ payment of yesterday's order reaches the warehouse through order_changes → war
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -141,6 +141,12 @@ def warehouse_payment(stores, order_id: str) -> tuple[str, datetime | None] | No
     return None if row is None else (row.payment_status, row.paid_at)
 
 
+def paid_orders(stores, day: date) -> int | None:
+    with stores.warehouse_engine.connect() as conn:
+        return conn.execute(sa.text("SELECT paid_orders FROM daily_sales WHERE day = :day"),
+                            {"day": day}).scalar_one_or_none()
+
+
 def finished_runs(dev: DagsterDev, sensor: str, count: int) -> list[dict] | None:
     runs = sensor_runs(dev, sensor)
     return runs if len(runs) == count and all(run["status"] in DONE for run in runs) else None
@@ -159,13 +165,15 @@ def test_a_late_payment_reaches_the_warehouse_through_order_changes(stores, dags
     # Yesterday has never been built: the first tick requests it. The payment comes after that run.
     dev.wait_until(lambda: finished_runs(dev, "order_changes", 1), BUILD_TIMEOUT_S, "the first build of yesterday")
     assert warehouse_payment(stores, order_id) == ("pending", None)
+    assert paid_orders(stores, yesterday) == 0
 
     paid_at = datetime.now(UTC).replace(microsecond=0)
     paid = time.monotonic()
     stores.order_db.orders.update_one({"_id": order["_id"]}, {"$set": {
         "orderStatus": "processing", "paymentStatus": "paid", "paidAt": paid_at}})
-    dev.wait_until(lambda: warehouse_payment(stores, order_id) == ("paid", paid_at), BUILD_TIMEOUT_S,
-                   "the late payment to reach the warehouse")
+    dev.wait_until(lambda: warehouse_payment(stores, order_id) == ("paid", paid_at)
+                   and paid_orders(stores, yesterday) == 1, BUILD_TIMEOUT_S,
+                   "the late payment to reach the warehouse's orders and daily_sales")
     latency_s = time.monotonic() - paid
 
     runs = dev.wait_until(lambda: finished_runs(dev, "order_changes", 2), BUILD_TIMEOUT_S,
@@ -173,7 +181,7 @@ def test_a_late_payment_reaches_the_warehouse_through_order_changes(stores, dags
     assert {run["status"] for run in runs} == {"SUCCESS"}
     rebuild = max(runs, key=lambda run: run["startTime"])
     with capsys.disabled():
-        print(f"\nlate payment reached the warehouse in {latency_s:.1f}s (sensor interval {SENSOR_INTERVAL_S}s, "
+        print(f"\nlate payment reached the warehouse (orders and daily_sales) in {latency_s:.1f}s (sensor interval {SENSOR_INTERVAL_S}s, "
               f"run queue, run process start, rebuild of the day); the rebuild run took "
               f"{rebuild['endTime'] - rebuild['startTime']:.1f}s from start to end, its checks included")
     tags = [{tag["key"]: tag["value"] for tag in run["tags"]} for run in runs]

@@ -160,3 +160,29 @@ def test_the_installed_package_ships_both_histories(tmp_path):
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(built)}, capture_output=True, text=True, timeout=60)
     assert heads.stdout.split() == [migrations.code_revision("cart_db"), migrations.code_revision("warehouse")], heads.stderr
     assert {path.name for path in (built / "etl_assets" / "sql").iterdir()} == {"etl_role.sql", "warehouse_role.sql"}
+
+
+def test_paid_sales_of_days_built_before_the_paid_columns_are_filled_in(unmigrated):
+    """Revision 0003 adds daily_sales.paid_orders/paid_revenue and fills them from the orders already
+    loaded, so the days built before it need no rebuild."""
+    engine = sa.create_engine(unmigrated["WAREHOUSE_PG_MIGRATE_URL"])
+    migrations.upgrade(engine, "warehouse", "0002")
+    with engine.begin() as conn:
+        for order_id, status, subtotal in [("o1", "paid", 10.0), ("o2", "pending", 4.0), ("o3", "paid", 2.5)]:
+            conn.execute(sa.text("""
+                INSERT INTO orders (order_id, user_id, order_status, payment_status, subtotal, tax, shipping,
+                                    discount, total, created_at, order_day)
+                VALUES (:id, 'u', 'processing', :status, :subtotal, 0, 0, 0, :subtotal, '2026-11-20T10:00Z',
+                        '2026-11-20')"""), {"id": order_id, "status": status, "subtotal": subtotal})
+            conn.execute(sa.text("""
+                INSERT INTO order_items (order_id, line_no, order_day, product_id, product_title, quantity,
+                                         unit_price, subtotal)
+                VALUES (:id, 1, '2026-11-20', 'p', 'P', 1, :subtotal, :subtotal)"""),
+                {"id": order_id, "subtotal": subtotal})
+        conn.execute(sa.text("INSERT INTO daily_sales VALUES ('2026-11-20', 3, 3, 16.5), ('2026-11-21', 0, 0, 0)"))
+    migrations.upgrade(engine, "warehouse")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT day::text, paid_orders, paid_revenue::float8 FROM daily_sales ORDER BY day")).all() == [
+            ("2026-11-20", 2, 12.5), ("2026-11-21", 0, 0.0)]
+    engine.dispose()

@@ -91,6 +91,10 @@ def daily_sales(stores, day: date) -> tuple:
     return rows(stores, "SELECT orders, units, revenue FROM daily_sales WHERE day = :day", day=day)[0]
 
 
+def paid_sales(stores, day: date) -> tuple:
+    return rows(stores, "SELECT paid_orders, paid_revenue FROM daily_sales WHERE day = :day", day=day)[0]
+
+
 def pending(created_at: datetime, **fields: Any) -> dict:
     return make_order(created_at, orderStatus="pending", paymentStatus="pending", paidAt=None, **fields)
 
@@ -100,6 +104,7 @@ def test_an_order_paid_after_midnight_is_rebuilt_as_paid(stores, instance):
     stores.order_db.orders.insert_many([late, make_order(at(YESTERDAY, 9))])
     cursor = built_and_watched(stores, instance, YESTERDAY)
     assert order_row(stores, late) == ("pending", "pending", None)
+    assert paid_sales(stores, YESTERDAY) == (1, Decimal("13.25"))
 
     paid_at = at(TODAY, 0, 45)
     stores.order_db.orders.update_one({"_id": late["_id"]}, {"$set": {
@@ -109,12 +114,14 @@ def test_an_order_paid_after_midnight_is_rebuilt_as_paid(stores, instance):
     assert requested == [YESTERDAY.isoformat()]
     assert order_row(stores, late) == ("processing", "paid", paid_at)
     assert daily_sales(stores, YESTERDAY) == (2, 4, Decimal("33.25"))
+    assert paid_sales(stores, YESTERDAY) == (2, Decimal("33.25"))
 
 
 def test_an_order_cancelled_later_is_rebuilt_as_cancelled(stores, instance):
     order = make_order(at(LAST_WEEK, 12))
     stores.order_db.orders.insert_one(order)
     cursor = built_and_watched(stores, instance, LAST_WEEK)
+    assert paid_sales(stores, LAST_WEEK) == (1, Decimal("13.25"))
 
     stores.order_db.orders.update_one({"_id": order["_id"]}, {"$set": {
         "orderStatus": "cancelled", "paymentStatus": "refunded"}})
@@ -122,6 +129,8 @@ def test_an_order_cancelled_later_is_rebuilt_as_cancelled(stores, instance):
 
     assert requested == [LAST_WEEK.isoformat()]
     assert order_row(stores, order) == ("cancelled", "refunded", order["paidAt"])
+    assert daily_sales(stores, LAST_WEEK) == (1, 3, Decimal("13.25"))  # still an order of the day
+    assert paid_sales(stores, LAST_WEEK) == (0, Decimal("0.00"))
 
 
 def test_an_order_inserted_late_into_an_older_day_is_loaded(stores, instance):

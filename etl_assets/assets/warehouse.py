@@ -57,8 +57,8 @@ _COMMON = {
     key=["warehouse", "daily_sales"],
     deps=[warehouse_orders],
     kinds={"postgres", "polars"},
-    description="Orders, units and revenue (sum of item subtotals) of each UTC day, all order statuses; "
-    "a day without orders has a row of zeros.",
+    description="Orders, units and revenue (sum of item subtotals) of each UTC day, all order statuses, "
+    "and the orders and revenue of those paid so far; a day without orders has a row of zeros.",
     **_COMMON,
 )
 def daily_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreResource) -> dg.MaterializeResult:
@@ -71,6 +71,8 @@ def daily_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreResou
             "orders": sales["orders"],
             "units": sales["units"],
             "revenue": sales["revenue"],
+            "paid_orders": sales["paid_orders"],
+            "paid_revenue": sales["paid_revenue"],
             "average_order_value": round(sales["revenue"] / sales["orders"], 2) if sales["orders"] else 0.0,
             "units_per_order": _ratio(sales["units"], sales["orders"]),
         }, partition_key=day.isoformat())

@@ -196,15 +196,20 @@ def late_payment_lines(env: Mapping[str, str]) -> list[str]:
     try:
         with warehouse.connect() as conn:
             order = conn.execute(sa.text(
-                "SELECT created_at, payment_status, paid_at FROM orders WHERE order_id = :id"),
+                "SELECT created_at, order_day, payment_status, paid_at FROM orders WHERE order_id = :id"),
                 {"id": str(demo_data.LATE_PAYMENT_ORDER_ID)}).one_or_none()
+            sales = conn.execute(sa.text(
+                "SELECT orders, paid_orders, paid_revenue FROM daily_sales WHERE day = :day"),
+                {"day": order.order_day}).one_or_none() if order else None
     finally:
         warehouse.dispose()
     if order is None:
         return ["Late payment: the order is not in the warehouse"]
     paid = f"{order.payment_status}, paid_at {order.paid_at:%Y-%m-%d %H:%M} UTC" if order.paid_at else order.payment_status
+    day = (f"daily_sales {order.order_day}: {sales.paid_orders} of {sales.orders} orders paid, "
+           f"paid revenue {sales.paid_revenue}" if sales else f"daily_sales {order.order_day}: not built")
     return [f"Late payment (order {demo_data.LATE_PAYMENT_ORDER_ID}, created {order.created_at:%Y-%m-%d %H:%M} UTC, "
-            f"paid after its day was built): the warehouse says {paid}"]
+            f"paid after its day was built): the warehouse says {paid}", f"  {day}"]
 
 
 def _count_table(conn: sa.Connection, name: str) -> int:

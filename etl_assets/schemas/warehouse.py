@@ -28,10 +28,20 @@ class DailySalesTable(pa.DataFrameModel):
     orders: int = pa.Field(ge=0, description="Orders created that day (all statuses).")
     units: int = pa.Field(ge=0, description="Sum of item quantities.")
     revenue: float = pa.Field(ge=0, description="Sum of item subtotals, before tax, shipping and discount.")
+    paid_orders: int = pa.Field(ge=0, description="Orders of the day whose payment status is now `paid`.")
+    paid_revenue: float = pa.Field(ge=0, description="Sum of the item subtotals of those paid orders.")
 
     @pa.check("units", name="at least one unit per order")
     def units_cover_orders(cls, data: pa.PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("units") >= pl.col("orders"))
+
+    @pa.check("paid_orders", name="paid orders are orders of the day")
+    def paid_within_orders(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("paid_orders") <= pl.col("orders"))
+
+    @pa.check("paid_revenue", name="paid revenue is part of the revenue")
+    def paid_within_revenue(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("paid_revenue") <= pl.col("revenue"))
 
     class Config:
         strict = True

@@ -5,7 +5,8 @@ their outputs are sums, so the loaders stream the day in batches and add the par
 `sum_partials`. Memory follows the batch size and the number of products, never the day's volume.
 
 - daily_sales: orders, units and revenue (sum of item subtotals, before tax, shipping and discount) of
-  the orders created that day, whatever their status.
+  the orders created that day, whatever their status; paid_orders and paid_revenue of those whose
+  payment status is now `paid`, so a payment after the day was built counts once the day is rebuilt.
 - product_sales: units and revenue per product sold that day.
 - cart_funnel: the carts that exist at the end of the day, each in one state (a snapshot the cart sync
   marked deletedAt is no cart). Converted: the user ordered
@@ -36,7 +37,8 @@ from etl_assets.sync.orders import UnreadableFieldError, day_window, read_text, 
 from etl_assets.sync.streams import batched
 
 SALES_ITEM_SCHEMA = pl.Schema({"line_no": pl.Int64, "product_id": pl.String, "quantity": pl.Int64,
-                               "subtotal": pl.Float64})
+                               "subtotal": pl.Float64, "paid": pl.Boolean})
+PAID = "paid"  # the payment status that counts an order as paid
 CART_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
                          "created_at": pl.Datetime("us", "UTC"), "updated_at": pl.Datetime("us", "UTC")})
 ORDERED_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
@@ -44,16 +46,19 @@ ORDERED_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
 
 
 def daily_sales(day: date, items: pl.DataFrame) -> pl.DataFrame:
-    """One DailySalesTable row from order lines (line_no, quantity, subtotal) of `day`.
+    """One DailySalesTable row from order lines (line_no, quantity, subtotal, paid) of `day`.
 
     Every order has exactly one first line, so counting first lines counts orders and, unlike a
     distinct count, stays correct when the lines of one order fall into different batches.
     """
+    first_line, paid = pl.col("line_no") == 1, pl.col("paid")
     return items.select(
         pl.lit(day, dtype=pl.Date).alias("day"),
-        (pl.col("line_no") == 1).sum().cast(pl.Int64).alias("orders"),
+        first_line.sum().cast(pl.Int64).alias("orders"),
         pl.col("quantity").sum().cast(pl.Int64).alias("units"),
         pl.col("subtotal").sum().cast(pl.Float64).alias("revenue"),
+        (first_line & paid).sum().cast(pl.Int64).alias("paid_orders"),
+        pl.col("subtotal").filter(paid).sum().cast(pl.Float64).alias("paid_revenue"),
     )
 
 
@@ -121,8 +126,7 @@ class DayLoad:
 
 def _finish(model: type[pa.DataFrameModel], frame: pl.DataFrame, sort_by: list[str]) -> pl.DataFrame:
     """Round money to cents and hold the frame to its table's model before it is written."""
-    if "revenue" in frame.columns:
-        frame = frame.with_columns(pl.col("revenue").round(2))
+    frame = frame.with_columns(pl.col(money).round(2) for money in ("revenue", "paid_revenue") if money in frame.columns)
     return model.validate(frame.sort(sort_by), lazy=True)
 
 
@@ -145,8 +149,9 @@ def _stream_frames(
 
 
 _DAY_ITEMS = sa.text("""
-    SELECT line_no::bigint, product_id, quantity::bigint, subtotal::float8
-    FROM order_items WHERE order_day = :day
+    SELECT i.line_no::bigint, i.product_id, i.quantity::bigint, i.subtotal::float8, o.payment_status = :paid
+    FROM order_items i JOIN orders o ON o.order_id = i.order_id
+    WHERE i.order_day = :day
 """)
 
 
@@ -157,7 +162,7 @@ def _load_sales(warehouse: Engine, day: date, table: str, summarise: Callable[[d
     read = 0
     with warehouse.begin() as conn:
         partials = [summarise(day, SALES_ITEM_SCHEMA.to_frame())]
-        for items in _stream_frames(conn, _DAY_ITEMS, {"day": day}, SALES_ITEM_SCHEMA, batch_size):
+        for items in _stream_frames(conn, _DAY_ITEMS, {"day": day, "paid": PAID}, SALES_ITEM_SCHEMA, batch_size):
             partials.append(summarise(day, items))
             read += items.height
         rows = _finish(model, sum_partials(partials, group_keys), sort_keys)

@@ -32,24 +32,27 @@ DAY = date(2025, 3, 10)
 END_OF_DAY = datetime(2025, 3, 11, tzinfo=UTC)
 
 
-def items(*lines: tuple[int, str, int, float]) -> pl.DataFrame:
-    """Order lines as (line_no, product_id, quantity, subtotal)."""
+def items(*lines: tuple[int, str, int, float, bool]) -> pl.DataFrame:
+    """Order lines as (line_no, product_id, quantity, subtotal, paid)."""
     return pl.DataFrame(lines, schema=SALES_ITEM_SCHEMA, orient="row")
 
 
-LINES = items((1, "p1", 2, 10.0), (2, "p2", 1, 3.25), (1, "p1", 1, 5.0), (1, "p3", 4, 0.4), (2, "p1", 3, 15.0))
+# Three orders: the first and the last are paid.
+LINES = items((1, "p1", 2, 10.0, True), (2, "p2", 1, 3.25, True), (1, "p1", 1, 5.0, False), (1, "p3", 4, 0.4, True),
+              (2, "p1", 3, 15.0, True))
 
 
 # --- transforms ----------------------------------------------------------------------------------------
 
 def test_daily_sales_counts_orders_by_their_first_line() -> None:
-    expected = pl.DataFrame({"day": [DAY], "orders": [3], "units": [11], "revenue": [33.65]})
+    expected = pl.DataFrame({"day": [DAY], "orders": [3], "units": [11], "revenue": [33.65], "paid_orders": [2],
+                             "paid_revenue": [28.65]})
     assert_frame_equal(daily_sales(DAY, LINES), expected, check_dtypes=False)
     DailySalesTable.validate(daily_sales(DAY, LINES))
 
 
 def test_a_day_without_lines_has_a_row_of_zeros() -> None:
-    assert daily_sales(DAY, items()).rows() == [(DAY, 0, 0, 0.0)]
+    assert daily_sales(DAY, items()).rows() == [(DAY, 0, 0, 0.0, 0, 0.0)]
     assert product_sales(DAY, items()).is_empty()
 
 
@@ -131,7 +134,7 @@ def loaded_day(stores):
     """Three valid orders on DAY, one the day before, loaded into the warehouse's orders tables."""
     stores.order_db.orders.insert_many([
         make_order(at(DAY, 1), user="u1", items=[("p1", 2, 5.0), ("p2", 1, 3.25)]),
-        make_order(at(DAY, 2), user="u2", items=[("p1", 1, 5.0)]),
+        make_order(at(DAY, 2), user="u2", items=[("p1", 1, 5.0)], paymentStatus="pending", paidAt=None),
         make_order(at(DAY, 3), user="u3", items=[("p3", 4, 0.1)]),
         make_order(at(DAY - timedelta(days=1), 4), user="u4", items=[("p1", 9, 5.0)]),
     ])
@@ -144,12 +147,13 @@ def test_daily_sales_replaces_its_day_and_a_rerun_is_idempotent(loaded_day) -> N
     engine = loaded_day.warehouse_engine
     first = load_daily_sales(engine, DAY, batch_size=2)
     assert (first.read, first.replaced) == (4, 0)
-    rows = table(engine, "SELECT day, orders, units, revenue::float8 FROM daily_sales")
-    assert rows == [(DAY, 3, 8, 18.65)]
+    query = "SELECT day, orders, units, revenue::float8, paid_orders, paid_revenue::float8 FROM daily_sales"
+    rows = table(engine, query)
+    assert rows == [(DAY, 3, 8, 18.65, 2, 13.65)]  # u2's order is not paid yet
 
     again = load_daily_sales(engine, DAY, batch_size=2)
     assert again.replaced == 1
-    assert table(engine, "SELECT day, orders, units, revenue::float8 FROM daily_sales") == rows
+    assert table(engine, query) == rows
 
 
 def test_product_sales_writes_one_row_per_product_of_the_day(loaded_day) -> None:
