@@ -8,8 +8,9 @@ One document per cart, keyed by `cartId` (unique index). What a snapshot holds:
 
 Carts are read in keyset pages on the cart id; each page is validated (CartRow, then the product must
 exist and be active, then CartSnapshot), compared with the stored snapshots, and only new or changed
-snapshots are written, in one unordered bulk of guarded upserts. Rejected carts go to quarantine. The
-watermark is saved only after the whole run succeeded, so a killed run is run again.
+snapshots are written: plain inserts for carts without a snapshot, guarded upserts for the rest.
+Rejected carts go to quarantine. The watermark is saved only after the whole run succeeded, so a killed
+run is run again.
 
 The cart row is the truth, whatever its version: a snapshot always becomes the content of the latest
 read of its row, so a version that went down (a row recreated with the same id, a restore from backup)
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -39,7 +41,7 @@ from typing import Any, Literal
 
 import polars as pl
 import sqlalchemy as sa
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, InsertOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -331,21 +333,25 @@ def _is_version_guard(error: dict[str, Any]) -> bool:
     return error.get("code") == DUPLICATE_KEY and error.get("keyPattern") == {"cartId": 1}
 
 
-def write_snapshots(carts: Collection, snapshots: list[dict[str, Any]]) -> WriteCounts:
-    """Guarded upserts in one unordered bulk; each clears the deletion mark. A stored snapshot built from a
-    later read makes the upsert collide with the unique cartId index: that cart is stale_skipped. Any
-    other error raises CartWriteError."""
-    if not snapshots:
-        return WriteCounts()
-    operations = [
-        UpdateOne(
-            {"cartId": s["cartId"], **_read_no_later_than(s[READ_AT])},
-            {"$set": {f: s[f] for f in (*COMPARED_FIELDS, READ_AT)}, "$setOnInsert": {"createdAt": s["createdAt"]},
-             "$unset": {DELETED_AT: ""}},
-            upsert=True,
-        )
-        for s in snapshots
-    ]
+def _guarded_upsert(snapshot: dict[str, Any]) -> UpdateOne:
+    return UpdateOne(
+        {"cartId": snapshot["cartId"], **_read_no_later_than(snapshot[READ_AT])},
+        {"$set": {f: snapshot[f] for f in (*COMPARED_FIELDS, READ_AT)},
+         "$setOnInsert": {"createdAt": snapshot["createdAt"]}, "$unset": {DELETED_AT: ""}},
+        upsert=True,
+    )
+
+
+def _insert(snapshot: dict[str, Any]) -> InsertOne:
+    """The document the guarded upsert would create, as a plain insert."""
+    return InsertOne({f: snapshot[f] for f in ("cartId", *COMPARED_FIELDS, READ_AT, "createdAt")})
+
+
+def _bulk(carts: Collection, operations: list[UpdateOne | InsertOne], counts: WriteCounts) -> list[int]:
+    """One unordered bulk, added to `counts`; returns the indexes of the operations that collided with the
+    unique cartId index. Any other error raises CartWriteError."""
+    if not operations:
+        return []
     try:
         result = carts.bulk_write(operations, ordered=False).bulk_api_result
     except BulkWriteError as err:
@@ -355,17 +361,29 @@ def write_snapshots(carts: Collection, snapshots: list[dict[str, Any]]) -> Write
         if failures:
             first = failures[0]
             raise CartWriteError(
-                f"writing {len(snapshots)} cart snapshots failed: {len(failures)} error(s), first: "
+                f"writing {len(operations)} cart snapshots failed: {len(failures)} error(s), first: "
                 f"code {first.get('code')} {first.get('errmsg', '')[:300]}"
             ) from err
-    skipped = [snapshots[e["index"]]["cartId"] for e in result.get("writeErrors", [])]
-    return WriteCounts(
-        inserted=result["nUpserted"],
-        updated=result["nModified"],
-        unchanged=result["nMatched"] - result["nModified"],
-        stale_skipped=len(skipped),
-        skipped_ids=skipped,
-    )
+    counts.inserted += result["nInserted"] + result["nUpserted"]
+    counts.updated += result["nModified"]
+    counts.unchanged += result["nMatched"] - result["nModified"]
+    return [e["index"] for e in result.get("writeErrors", [])]
+
+
+def write_snapshots(carts: Collection, snapshots: list[dict[str, Any]], *,
+                    new_ids: AbstractSet[str] = frozenset()) -> WriteCounts:
+    """Write snapshots in unordered bulks; each clears the deletion mark. Carts in `new_ids` had no
+    snapshot when the page was read and are inserted plainly, several times cheaper than an upsert (the
+    cold sync); one that another sync wrote meanwhile collides and is retried with the rest as a guarded
+    upsert. A stored snapshot built from a later read makes the upsert collide with the unique cartId
+    index: that cart is stale_skipped. Any other error raises CartWriteError."""
+    counts = WriteCounts()
+    inserts = [s for s in snapshots if s["cartId"] in new_ids]
+    upserts = [s for s in snapshots if s["cartId"] not in new_ids]
+    upserts += [inserts[i] for i in _bulk(carts, [_insert(s) for s in inserts], counts)]
+    skipped = [upserts[i]["cartId"] for i in _bulk(carts, [_guarded_upsert(s) for s in upserts], counts)]
+    counts.stale_skipped, counts.skipped_ids = len(skipped), skipped
+    return counts
 
 
 def mark_deleted(carts: Collection, cart_ids: list[str], seen_gone_at: datetime) -> int:
@@ -459,7 +477,8 @@ def sync_carts(
                                  updated=len(to_write) - sum(c == "insert" for c in changes.values()))
             resolved = len(_open_quarantine_ids(warehouse, valid_ids))
         else:
-            counts = write_snapshots(carts, to_write)
+            counts = write_snapshots(carts, to_write,
+                                     new_ids={i for i, change in changes.items() if change == "insert"})
             quarantine.put(batch.rejections)
             resolved = quarantine.resolve(valid_ids)
         skipped = set(counts.skipped_ids)

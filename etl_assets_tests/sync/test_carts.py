@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from bson import Decimal128
 
 from etl_assets.sync.carts import (
+    COMPARED_FIELDS,
+    READ_AT,
     SOURCE,
     SYNC_NAME,
     CartWriteError,
@@ -349,6 +351,30 @@ def test_a_snapshot_built_from_an_older_read_never_overwrites_a_newer_one(stores
     lower = build_snapshot(joined_row(version=4, quantity=7, read_at=read_first + timedelta(seconds=2)))
     assert write_snapshots(carts, [lower]).updated == 1
     assert carts.find_one({"cartId": newer["cartId"]})["cartQuantity"] == 7
+
+
+def test_a_new_snapshot_that_a_concurrent_sync_wrote_first_is_guarded_like_any_other(stores):
+    """A cart without a stored snapshot is inserted plainly (the cold sync's fast path). When another
+    sync wrote its snapshot in between, the insert collides and becomes a guarded upsert: a later read
+    than ours stays, an earlier one is replaced."""
+    carts = stores.order_db["carts"]
+    ensure_indexes(stores.order_db)
+    read_at = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    later_id, earlier_id, new_id = (str(uuid.uuid4()) for _ in range(3))
+    write_snapshots(carts, [
+        build_snapshot(joined_row(cart_id=later_id, quantity=1, read_at=read_at + timedelta(seconds=1))),
+        build_snapshot(joined_row(cart_id=earlier_id, quantity=1, read_at=read_at - timedelta(seconds=1))),
+    ])
+    ours = [build_snapshot(joined_row(cart_id=cart_id, quantity=5, read_at=read_at))
+            for cart_id in (later_id, earlier_id, new_id)]
+
+    counts = write_snapshots(carts, ours, new_ids={later_id, earlier_id, new_id})
+
+    assert (counts.inserted, counts.updated, counts.stale_skipped) == (1, 1, 1)
+    assert counts.skipped_ids == [later_id]
+    assert {doc["cartId"]: doc["cartQuantity"] for doc in carts.find()} == {later_id: 1, earlier_id: 5, new_id: 5}
+    # An insert writes what the upsert writes: the snapshot's fields, its read time and createdAt.
+    assert set(carts.find_one({"cartId": new_id}, {"_id": 0})) == {*COMPARED_FIELDS, READ_AT, "createdAt"}
 
 
 def test_any_other_write_error_fails_the_run_and_keeps_the_watermark(stores):
