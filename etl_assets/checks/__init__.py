@@ -1,4 +1,4 @@
-"""Asset checks, one module per asset family; etl_assets/sync/reconcile.py does the measuring."""
+"""Asset checks, one module per asset family; etl_assets/sync/reconcile/ does the measuring."""
 
 from etl_assets.checks.carts import cart_checks
 from etl_assets.checks.freshness import freshness_checks, freshness_sensor

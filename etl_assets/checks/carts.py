@@ -6,8 +6,11 @@ from etl_assets.assets.carts import cart_db_cart, order_db_carts
 from etl_assets.assets.products import cart_db_product
 from etl_assets.checks.common import ERROR, WARN, evaluate
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
-from etl_assets.sync import reconcile
 from etl_assets.sync.carts import COLLECTION
+from etl_assets.sync.reconcile.carts import reconcile_carts
+from etl_assets.sync.reconcile.integrity import cart_product_references
+from etl_assets.sync.reconcile.schema import cart_rows_schema, cart_snapshot_schema
+from etl_assets.sync.reconcile.uniqueness import unique_field_index
 
 
 @dg.asset_check(
@@ -17,7 +20,7 @@ from etl_assets.sync.carts import COLLECTION
     "rows; the cart sync quarantines the ones that fail.",
 )
 def cart_rows_match_schema(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.cart_rows_schema(cart_db.engine()), WARN)
+    return evaluate(lambda: cart_rows_schema(cart_db.engine()), WARN)
 
 
 @dg.asset_check(
@@ -28,7 +31,7 @@ def cart_rows_match_schema(cart_db: PostgresStoreResource) -> dg.AssetCheckResul
     description="Every cart points at a product the copy holds and has active; such a cart cannot be snapshot.",
 )
 def carts_reference_active_products(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.cart_product_references(cart_db.engine()), ERROR)
+    return evaluate(lambda: cart_product_references(cart_db.engine()), ERROR)
 
 
 @dg.asset_check(
@@ -38,7 +41,7 @@ def carts_reference_active_products(cart_db: PostgresStoreResource) -> dg.AssetC
     "total = productPrice × cartQuantity; documents are streamed in batches.",
 )
 def cart_snapshots_match_schema(order_db: MongoStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.cart_snapshot_schema(order_db.db()), ERROR)
+    return evaluate(lambda: cart_snapshot_schema(order_db.db()), ERROR)
 
 
 @dg.asset_check(
@@ -50,7 +53,7 @@ def cart_snapshots_match_schema(order_db: MongoStoreResource) -> dg.AssetCheckRe
     "sync marks deletedAt.",
 )
 def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.reconcile_carts(cart_db.engine(), order_db.db()), ERROR)
+    return evaluate(lambda: reconcile_carts(cart_db.engine(), order_db.db()), ERROR)
 
 
 @dg.asset_check(
@@ -61,7 +64,7 @@ def cart_snapshots_in_sync(cart_db: PostgresStoreResource, order_db: MongoStoreR
     "counts the cartIds already doubled.",
 )
 def cart_snapshots_cart_id_unique_index(order_db: MongoStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.unique_field_index(order_db.db()[COLLECTION], "cartId"), ERROR)
+    return evaluate(lambda: unique_field_index(order_db.db()[COLLECTION], "cartId"), ERROR)
 
 
 cart_checks = [

@@ -1,4 +1,4 @@
-"""What every check shares: a measurement from etl_assets/sync/reconcile.py becomes an AssetCheckResult,
+"""What every check shares: a measurement from etl_assets/sync/reconcile/ becomes an AssetCheckResult,
 and a store that cannot be reached fails the check, naming the store and why, instead of crashing it."""
 
 from collections.abc import Callable
@@ -7,7 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from etl_assets.sync.reconcile import SAMPLE_SIZE, DayRange, Finding
+from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding
+from etl_assets.sync.reconcile.tables import DayRange
 from etl_assets.sync.stores import StoreUnavailableError
 
 ERROR = dg.AssetCheckSeverity.ERROR

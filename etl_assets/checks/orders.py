@@ -5,7 +5,10 @@ import dagster as dg
 from etl_assets.assets.orders import DAILY, order_db_orders, order_window, warehouse_orders
 from etl_assets.checks.common import ERROR, WARN, evaluate, run_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
-from etl_assets.sync import reconcile
+from etl_assets.sync.reconcile.coverage import DayCoverage, order_day_coverage
+from etl_assets.sync.reconcile.integrity import orphan_order_items
+from etl_assets.sync.reconcile.schema import order_tables_schema
+from etl_assets.sync.reconcile.uniqueness import duplicate_documents
 
 
 @dg.asset_check(
@@ -19,7 +22,7 @@ from etl_assets.sync import reconcile
 def warehouse_orders_match_schema(
     context: dg.AssetCheckExecutionContext, warehouse: PostgresStoreResource
 ) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.order_tables_schema(warehouse.engine(), run_days(context)), ERROR)
+    return evaluate(lambda: order_tables_schema(warehouse.engine(), run_days(context)), ERROR)
 
 
 @dg.asset_check(
@@ -32,7 +35,7 @@ def order_items_reference_known_products(
     context: dg.AssetCheckExecutionContext, warehouse: PostgresStoreResource, cart_db: PostgresStoreResource
 ) -> dg.AssetCheckResult:
     return evaluate(
-        lambda: reconcile.orphan_order_items(warehouse.engine(), cart_db.engine(), run_days(context)), WARN
+        lambda: orphan_order_items(warehouse.engine(), cart_db.engine(), run_days(context)), WARN
     )
 
 
@@ -43,10 +46,10 @@ def order_items_reference_known_products(
     "and a string of the same hex collide), grouped by the server.",
 )
 def orders_unique_ids(order_db: MongoStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.duplicate_documents(order_db.db()["orders"], {"$toString": "$_id"}), ERROR)
+    return evaluate(lambda: duplicate_documents(order_db.db()["orders"], {"$toString": "$_id"}), ERROR)
 
 
-def coverage_severity(coverage: reconcile.DayCoverage) -> dg.AssetCheckSeverity:
+def coverage_severity(coverage: DayCoverage) -> dg.AssetCheckSeverity:
     """ERROR for a day with orders that no build recorded and that the automation should have built by
     now (older than the newest day): it has no rows at all. WARN for the rest, which the next tick of
     order_changes and one run heal: an outdated build, or the newest day not built yet."""
@@ -74,7 +77,7 @@ def warehouse_orders_built_from_current_orders(
     if first > last:
         return dg.AssetCheckResult(passed=True, severity=WARN,
                                    description="the run's days are outside the lookback window")
-    return evaluate(lambda: reconcile.order_day_coverage(order_db.db()["orders"], warehouse.engine(), first, last),
+    return evaluate(lambda: order_day_coverage(order_db.db()["orders"], warehouse.engine(), first, last),
                     ERROR, coverage_severity)
 
 

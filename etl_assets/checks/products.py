@@ -6,7 +6,14 @@ from etl_assets.assets.products import cart_db_product
 from etl_assets.checks.common import ERROR, evaluate, latest_evaluation_with
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
-from etl_assets.sync import reconcile
+from etl_assets.sync.reconcile.products import (
+    ACTIVE_ROWS,
+    BASELINE_ACTIVE_ROWS,
+    active_rows_drop,
+    reconcile_products,
+)
+from etl_assets.sync.reconcile.schema import product_copy_schema
+from etl_assets.sync.reconcile.uniqueness import unique_key
 
 # The product sync's override, as its materialization records it.
 MASS_DEACTIVATION_ALLOWED = "mass_deactivation_allowed"
@@ -20,7 +27,7 @@ MASS_DEACTIVATION_ALLOWED = "mass_deactivation_allowed"
     "snapshots are not built in the same run from a copy that fails it.",
 )
 def product_copy_matches_schema(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.product_copy_schema(cart_db.engine()), ERROR)
+    return evaluate(lambda: product_copy_schema(cart_db.engine()), ERROR)
 
 
 @dg.asset_check(
@@ -34,7 +41,7 @@ def product_copy_matches_schema(cart_db: PostgresStoreResource) -> dg.AssetCheck
 def product_copy_in_sync_with_catalog(
     product_db: MongoStoreResource, cart_db: PostgresStoreResource, warehouse: PostgresStoreResource
 ) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.reconcile_products(
+    return evaluate(lambda: reconcile_products(
         product_db.db(), cart_db.engine(), warehouse.engine(), guard=SETTINGS.deactivation_guard()), ERROR)
 
 
@@ -46,19 +53,19 @@ def product_copy_in_sync_with_catalog(
     "also counts the ids that already occur twice.",
 )
 def product_copy_id_unique_index_valid(cart_db: PostgresStoreResource) -> dg.AssetCheckResult:
-    return evaluate(lambda: reconcile.unique_key(cart_db.engine(), "product", "id"), ERROR)
+    return evaluate(lambda: unique_key(cart_db.engine(), "product", "id"), ERROR)
 
 
 def active_rows_baseline(context: dg.AssetCheckExecutionContext) -> int | None:
     """What the active rows are compared with: the active rows of this check's last passing evaluation (a
     failing one carries its own baseline forward), unless a product sync since then was allowed to
     deactivate past the guard (allow_mass_deactivation): its result is the new baseline."""
-    previous = latest_evaluation_with(context, reconcile.ACTIVE_ROWS)
+    previous = latest_evaluation_with(context, ACTIVE_ROWS)
     baseline, evaluated_at = None, 0.0
     if previous:
         evaluation, evaluated_at = previous
-        baseline = evaluation.metadata[reconcile.ACTIVE_ROWS if evaluation.passed
-                                       else reconcile.BASELINE_ACTIVE_ROWS].value
+        baseline = evaluation.metadata[ACTIVE_ROWS if evaluation.passed
+                                       else BASELINE_ACTIVE_ROWS].value
     materialization = context.instance.get_latest_materialization_event(cart_db_product.key)
     if materialization and materialization.timestamp > evaluated_at:
         metadata = materialization.asset_materialization.metadata
@@ -79,7 +86,7 @@ def product_copy_active_rows_did_not_drop(
     context: dg.AssetCheckExecutionContext, cart_db: PostgresStoreResource
 ) -> dg.AssetCheckResult:
     baseline = active_rows_baseline(context)
-    return evaluate(lambda: reconcile.active_rows_drop(cart_db.engine(), baseline,
+    return evaluate(lambda: active_rows_drop(cart_db.engine(), baseline,
                                                        guard=SETTINGS.deactivation_guard()), ERROR)
 
 

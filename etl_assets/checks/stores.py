@@ -16,7 +16,9 @@ from etl_assets.resources import (
     MongoStoreResource,
     PostgresStoreResource,
 )
-from etl_assets.sync import carts, orders, products, reconcile
+from etl_assets.sync import carts, orders, products
+from etl_assets.sync.reconcile.health import StoreHealth, ping_mongo, ping_postgres
+from etl_assets.sync.reconcile.quarantine import AS_OF, quarantine_status
 
 
 def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: str) -> dg.AssetChecksDefinition:
@@ -31,10 +33,10 @@ def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: 
     def store_reachable(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         resource = getattr(context.resources, resource_key)
 
-        def ping() -> reconcile.StoreHealth:
+        def ping() -> StoreHealth:
             if isinstance(resource, MongoStoreResource):
-                return reconcile.ping_mongo(resource.db(), store)
-            return reconcile.ping_postgres(resource.engine(), store)
+                return ping_mongo(resource.db(), store)
+            return ping_postgres(resource.engine(), store)
 
         return evaluate(ping, ERROR)
 
@@ -43,8 +45,8 @@ def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: 
 
 def previous_as_of(context: dg.AssetCheckExecutionContext) -> datetime | None:
     """The warehouse time of this check's last evaluation, kept in its metadata in the Dagster instance."""
-    previous = latest_evaluation_with(context, reconcile.AS_OF)
-    return datetime.fromtimestamp(previous[0].metadata[reconcile.AS_OF].value, UTC) if previous else None
+    previous = latest_evaluation_with(context, AS_OF)
+    return datetime.fromtimestamp(previous[0].metadata[AS_OF].value, UTC) if previous else None
 
 
 def quarantine_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksDefinition:
@@ -58,7 +60,7 @@ def quarantine_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksD
         context: dg.AssetCheckExecutionContext, warehouse: PostgresStoreResource
     ) -> dg.AssetCheckResult:
         since = previous_as_of(context)
-        return evaluate(lambda: reconcile.quarantine_status(warehouse.engine(), source, since), WARN)
+        return evaluate(lambda: quarantine_status(warehouse.engine(), source, since), WARN)
 
     return no_new_quarantined_records
 

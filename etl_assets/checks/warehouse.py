@@ -9,7 +9,7 @@ from etl_assets.assets.warehouse import cart_funnel, daily_sales, product_sales
 from etl_assets.checks.common import ERROR, evaluate, run_days
 from etl_assets.resources import PostgresStoreResource
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
-from etl_assets.sync import reconcile
+from etl_assets.sync.reconcile.schema import warehouse_table_schema
 
 
 def table_schema_check(
@@ -25,7 +25,7 @@ def table_schema_check(
     )
     def matches_schema(context: dg.AssetCheckExecutionContext, warehouse: PostgresStoreResource) -> dg.AssetCheckResult:
         return evaluate(
-            lambda: reconcile.warehouse_table_schema(warehouse.engine(), table, model, key, run_days(context)), ERROR
+            lambda: warehouse_table_schema(warehouse.engine(), table, model, key, run_days(context)), ERROR
         )
 
     return matches_schema

@@ -26,7 +26,7 @@ from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets.sync.carts import sync_carts
 from etl_assets.sync.orders import day_window, sync_order_day
 from etl_assets.sync.products import sync_products
-from etl_assets.sync.reconcile import reconcile_products
+from etl_assets.sync.reconcile.products import reconcile_products
 from etl_assets.sync.stores import mongo_database, postgres_engine
 from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.warehouse import load_cart_funnel, load_daily_sales, load_product_sales

@@ -1,0 +1,89 @@
+"""The carts (Cart PostgreSQL `cart`) against their snapshots (Order MongoDB `carts`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.database import Database
+from sqlalchemy.engine import Engine
+
+from etl_assets.schemas.carts import TOTAL_TOLERANCE
+from etl_assets.sync import carts as cart_sync
+from etl_assets.sync.reconcile.findings import Finding, Sample, first_ids
+from etl_assets.sync.reconcile.tables import BATCH_SIZE
+
+
+@dataclass
+class CartReconciliation(Finding):
+    """The carts against their snapshots. Every cart the sync would snapshot (valid, with an active
+    product) must have a live (unmarked) one, of the cart's version, whose total is the copy's price × the
+    cart's quantity; and every live snapshot must have its cart (the sync marks the rest deletedAt)."""
+
+    carts: int = 0
+    expected_snapshots: int = 0
+    missing: Sample = field(default_factory=Sample)
+    stale: Sample = field(default_factory=Sample)
+    wrong_total: Sample = field(default_factory=Sample)
+    without_cart: Sample = field(default_factory=Sample)
+    marked_deleted: int = 0
+
+    @property
+    def failing(self) -> int:
+        return self.missing.count + self.stale.count + self.wrong_total.count + self.without_cart.count
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return first_ids(self.missing, self.stale, self.wrong_total, self.without_cart)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "carts": self.carts,
+            "expected_snapshots": self.expected_snapshots,
+            "missing": self.missing.count,
+            "missing_ids": self.missing.ids,
+            "stale_versions": self.stale.count,
+            "stale_ids": self.stale.ids,
+            "wrong_totals": self.wrong_total.count,
+            "wrong_total_ids": self.wrong_total.ids,
+            "without_cart": self.without_cart.count,
+            "without_cart_ids": self.without_cart.ids,
+            "marked_deleted": self.marked_deleted,
+        }
+
+
+def _total_matches(stored: Any, expected: float) -> bool:
+    return isinstance(stored, int | float) and not isinstance(stored, bool) and abs(stored - expected) < TOTAL_TOLERANCE
+
+
+def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BATCH_SIZE) -> CartReconciliation:
+    """Page through the carts (joined with their products) as the cart sync does, build the snapshots it
+    would write, and read the stored ones of each page as one range of the unique cartId index, as a
+    full cart sync does (a `$in` of a whole page is a scan per page on some servers). A snapshot
+    marked deleted counts as none. Then compare the snapshots' keys with the carts as the sync
+    does: a live snapshot without a cart is one the sync has not marked yet."""
+    result = CartReconciliation()
+    snapshots = order_db[cart_sync.COLLECTION]
+    for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
+        expected = cart_sync.check_batch(rows).snapshots
+        result.carts += len(rows)
+        result.expected_snapshots += len(expected)
+        stored = {cart_id: doc for cart_id, doc in cart_sync.stored_snapshots(
+            snapshots, [s["cartId"] for s in expected], contiguous=True).items()
+            if doc.get(cart_sync.DELETED_AT) is None}
+        missing, stale, wrong_total = [], [], []
+        for snapshot in expected:
+            doc = stored.get(snapshot["cartId"])
+            if doc is None:
+                missing.append(snapshot["cartId"])
+            elif doc.get("version") != snapshot["version"]:
+                stale.append(snapshot["cartId"])
+            elif not _total_matches(doc.get("total"), snapshot["total"]):
+                wrong_total.append(snapshot["cartId"])
+        result.missing.add(missing)
+        result.stale.add(stale)
+        result.wrong_total.add(wrong_total)
+    for diff in cart_sync.diff_keys(cart_db, snapshots, batch_size):
+        result.without_cart.add(diff.gone)
+    result.marked_deleted = snapshots.count_documents({cart_sync.DELETED_AT: {"$ne": None}})
+    return result
