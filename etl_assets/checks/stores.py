@@ -8,16 +8,8 @@ from etl_assets.assets.carts import cart_db_cart, order_db_carts
 from etl_assets.assets.orders import order_db_orders, warehouse_orders
 from etl_assets.assets.products import cart_db_product, product_db_products
 from etl_assets.checks.common import ERROR, WARN, evaluate, latest_evaluation_with
-from etl_assets.resources import (
-    CART_DB,
-    ORDER_DB,
-    PRODUCT_DB,
-    WAREHOUSE,
-    MongoStoreResource,
-    PostgresStoreResource,
-)
-from etl_assets.sync import carts, orders, products
-from etl_assets.sync.reconcile.health import StoreHealth, ping_mongo, ping_postgres
+from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.sync import carts, orders, products, stores
 from etl_assets.sync.reconcile.quarantine import AS_OF, quarantine_status
 
 
@@ -33,10 +25,10 @@ def store_reachable_check(asset: dg.AssetsDefinition, resource_key: str, store: 
     def store_reachable(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         resource = getattr(context.resources, resource_key)
 
-        def ping() -> StoreHealth:
+        def ping() -> stores.StoreHealth:
             if isinstance(resource, MongoStoreResource):
-                return ping_mongo(resource.db(), store)
-            return ping_postgres(resource.engine(), store)
+                return stores.ping_mongo(resource.db(), store)
+            return stores.ping_postgres(resource.engine(), store)
 
         return evaluate(ping, ERROR)
 
@@ -66,10 +58,10 @@ def quarantine_check(asset: dg.AssetsDefinition, source: str) -> dg.AssetChecksD
 
 
 store_checks = [
-    store_reachable_check(product_db_products, "product_db", PRODUCT_DB),
-    store_reachable_check(cart_db_cart, "cart_db", CART_DB),
-    store_reachable_check(order_db_orders, "order_db", ORDER_DB),
-    store_reachable_check(warehouse_orders, "warehouse", WAREHOUSE),
+    store_reachable_check(product_db_products, "product_db", stores.PRODUCT_DB),
+    store_reachable_check(cart_db_cart, "cart_db", stores.CART_DB),
+    store_reachable_check(order_db_orders, "order_db", stores.ORDER_DB),
+    store_reachable_check(warehouse_orders, "warehouse", stores.WAREHOUSE),
     quarantine_check(cart_db_product, products.SOURCE),
     quarantine_check(order_db_carts, carts.SOURCE),
     quarantine_check(warehouse_orders, orders.SOURCE),

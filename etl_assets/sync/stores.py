@@ -1,9 +1,13 @@
-"""Connections to the three shop stores and the warehouse, failing fast with the store's name, and the
-data version of a source collection."""
+"""Connections to the three shop stores and the warehouse, failing fast with the store's name, a round
+trip to each (its health, as the store_reachable checks report it), and the data version of a source
+collection."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pymongo
 import sqlalchemy as sa
@@ -13,6 +17,8 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+from etl_assets.sync.reconcile.findings import Finding
 
 # The stores' names, as errors, checks and alerts show them.
 PRODUCT_DB = "Product MongoDB"
@@ -87,6 +93,51 @@ def postgres_engine(url: str, *, store: str, timeout_s: float, statement_timeout
         engine.dispose()
         raise unavailable(store, err) from None
     return engine
+
+
+@dataclass
+class StoreHealth(Finding):
+    """A store that answered. One that does not raises StoreUnavailableError instead."""
+
+    store: str
+    latency_ms: float
+    server_version: str
+
+    @property
+    def failing(self) -> int:
+        return 0
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return []
+
+    def details(self) -> dict[str, Any]:
+        return {"store": self.store, "latency_ms": self.latency_ms, "server_version": self.server_version}
+
+
+def _milliseconds_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def ping_mongo(db: Database, store: str) -> StoreHealth:
+    """One round trip, bounded by the client's server selection timeout."""
+    started = time.monotonic()
+    try:
+        version = db.command("buildInfo")["version"]
+    except PyMongoError as err:
+        raise unavailable(store, err) from None
+    return StoreHealth(store, _milliseconds_since(started), version)
+
+
+def ping_postgres(engine: Engine, store: str) -> StoreHealth:
+    """One round trip, bounded by the engine's connect timeout."""
+    started = time.monotonic()
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SHOW server_version")).scalar_one()
+    except SQLAlchemyError as err:
+        raise unavailable(store, err) from None
+    return StoreHealth(store, _milliseconds_since(started), version)
 
 
 def collection_fingerprint(collection: Collection, date_field: str) -> tuple[int, datetime | None]:

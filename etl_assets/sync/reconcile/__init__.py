@@ -1,5 +1,5 @@
 """What the asset checks measure, one module per kind of measurement: schema, products, carts, integrity,
-uniqueness, coverage, quarantine, health.
+uniqueness, coverage, quarantine (the stores' health is etl_assets/sync/stores.py's ping_*).
 
 No Dagster here. Every function streams a store (one server-side cursor, read in batches) or lets the
 server aggregate, so memory follows the batch size, never the size of a table or collection. Each returns
