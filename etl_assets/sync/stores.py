@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import pymongo
 import sqlalchemy as sa
@@ -110,9 +109,6 @@ class StoreHealth(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return []
-
-    def details(self) -> dict[str, Any]:
-        return {"store": self.store, "latency_ms": self.latency_ms, "server_version": self.server_version}
 
 
 def _milliseconds_since(started: float) -> float:

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from etl_assets.schemas.carts import TOTAL_TOLERANCE
 from etl_assets.sync import carts as cart_sync
-from etl_assets.sync.reconcile.findings import Finding, Sample, first_ids
+from etl_assets.sync.reconcile.findings import Finding, Sample, first_ids, reported
 from etl_assets.sync.reconcile.tables import BATCH_SIZE
 
 
@@ -23,8 +23,9 @@ class CartReconciliation(Finding):
     carts: int = 0
     expected_snapshots: int = 0
     missing: Sample = field(default_factory=Sample)
-    stale: Sample = field(default_factory=Sample)
-    wrong_total: Sample = field(default_factory=Sample)
+    stale: Sample = field(default_factory=Sample, metadata=reported("stale_versions", ids="stale_ids"))
+    wrong_total: Sample = field(default_factory=Sample,
+                                metadata=reported("wrong_totals", ids="wrong_total_ids"))
     without_cart: Sample = field(default_factory=Sample)
     marked_deleted: int = 0
 
@@ -35,21 +36,6 @@ class CartReconciliation(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return first_ids(self.missing, self.stale, self.wrong_total, self.without_cart)
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "carts": self.carts,
-            "expected_snapshots": self.expected_snapshots,
-            "missing": self.missing.count,
-            "missing_ids": self.missing.ids,
-            "stale_versions": self.stale.count,
-            "stale_ids": self.stale.ids,
-            "wrong_totals": self.wrong_total.count,
-            "wrong_total_ids": self.wrong_total.ids,
-            "without_cart": self.without_cart.count,
-            "without_cart_ids": self.without_cart.ids,
-            "marked_deleted": self.marked_deleted,
-        }
 
 
 def _total_matches(stored: Any, expected: float) -> bool:

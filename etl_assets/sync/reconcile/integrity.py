@@ -4,12 +4,11 @@ the copy has never held."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding, Sample, first_ids
+from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, UNREPORTED, Finding, Sample, first_ids, reported
 from etl_assets.sync.reconcile.tables import BATCH_SIZE, DayRange, day_condition, day_scope, table_exists
 
 
@@ -18,9 +17,11 @@ class CartProductReferences(Finding):
     """Carts whose product the copy does not hold, or holds as inactive: the cart sync cannot snapshot them."""
 
     carts: int = 0
-    missing_product: Sample = field(default_factory=Sample)
-    inactive_product: Sample = field(default_factory=Sample)
-    product_ids: list[str] = field(default_factory=list)
+    missing_product: Sample = field(default_factory=Sample,
+                                    metadata=reported("missing_product", ids="missing_product_cart_ids"))
+    inactive_product: Sample = field(default_factory=Sample,
+                                     metadata=reported("inactive_product", ids="inactive_product_cart_ids"))
+    product_ids: list[str] = field(default_factory=list, metadata=reported("sample_product_ids"))
 
     @property
     def failing(self) -> int:
@@ -29,16 +30,6 @@ class CartProductReferences(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return first_ids(self.missing_product, self.inactive_product)
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "carts": self.carts,
-            "missing_product": self.missing_product.count,
-            "missing_product_cart_ids": self.missing_product.ids,
-            "inactive_product": self.inactive_product.count,
-            "inactive_product_cart_ids": self.inactive_product.ids,
-            "sample_product_ids": self.product_ids,
-        }
 
 
 _CART_REFERENCE_COUNTS = sa.text("""
@@ -76,8 +67,9 @@ class OrphanOrderItems(Finding):
 
     items: int = 0
     products: int = 0
-    orphans: Sample = field(default_factory=Sample)
-    unknown_products: Sample = field(default_factory=Sample)
+    orphans: Sample = field(default_factory=Sample, metadata=UNREPORTED)
+    unknown_products: Sample = field(default_factory=Sample,
+                                     metadata=reported("unknown_products", ids="unknown_product_ids"))
     scope: str = "all days"
 
     @property
@@ -87,15 +79,6 @@ class OrphanOrderItems(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return self.orphans.ids
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "items": self.items,
-            "products": self.products,
-            "unknown_products": self.unknown_products.count,
-            "unknown_product_ids": self.unknown_products.ids,
-            "scope": self.scope,
-        }
 
 
 def orphan_order_items(warehouse: Engine, cart_db: Engine, days: DayRange | None = None, *,

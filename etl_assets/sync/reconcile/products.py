@@ -7,7 +7,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from pymongo.database import Database
@@ -17,13 +17,13 @@ from etl_assets.sync import products as product_sync
 from etl_assets.sync.guard import DEFAULT_GUARD, DeactivationGuard
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
 from etl_assets.sync.product_transform import TransformedBatch, transform_batch
-from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding, Sample, first_ids
+from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, UNREPORTED, Finding, Sample, first_ids, reported
 from etl_assets.sync.reconcile.quarantine import quarantine_status
 from etl_assets.sync.streams import transform_then_load
 
 # The product fields whose drift is reported one by one; any other difference counts as "other".
 DRIFT_FIELDS = ("price", "title", "quantity", "image")
-# The details of an ActiveRowsDrop that the next one takes its baseline from (passed, failed).
+# The details of an ActiveRowsDrop that the next one takes its baseline from (passed, failed): field names.
 ACTIVE_ROWS, BASELINE_ACTIVE_ROWS = "active_rows", "baseline_active_rows"
 
 
@@ -44,8 +44,10 @@ class ProductReconciliation(Finding):
     missing: Sample = field(default_factory=Sample)
     extra: Sample = field(default_factory=Sample)
     drifted: Sample = field(default_factory=Sample)
-    stale: Sample = field(default_factory=Sample)
+    stale: Sample = field(default_factory=Sample, metadata=reported("stale_invalid", ids="stale_invalid_ids"))
     drifted_fields: Counter[str] = field(default_factory=Counter)
+
+    reported_properties: ClassVar[tuple[str, ...]] = ("source_empty", "expected_active_rows", "counts_match")
 
     @property
     def expected_active_rows(self) -> int:
@@ -77,28 +79,6 @@ class ProductReconciliation(Finding):
     @property
     def passed(self) -> bool:
         return self.failing == 0 and self.counts_match and not self.source_empty
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "source_documents": self.source_documents,
-            "source_rejected": self.source_rejected,
-            "source_empty": self.source_empty,
-            "quarantined_open": self.quarantined_open,
-            "stale_invalid": self.stale.count,
-            "stale_invalid_ids": self.stale.ids,
-            "stale_limit": self.stale_limit,
-            "expected_active_rows": self.expected_active_rows,
-            "active_copy_rows": self.active_copy_rows,
-            "copy_rows": self.copy_rows,
-            "counts_match": self.counts_match,
-            "missing": self.missing.count,
-            "missing_ids": self.missing.ids,
-            "extra": self.extra.count,
-            "extra_ids": self.extra.ids,
-            "drifted": self.drifted.count,
-            "drifted_ids": self.drifted.ids,
-            "drifted_fields": dict(self.drifted_fields),
-        }
 
 
 # Session-private: each batch as staged by COPY (emptied at each commit), and the ids of the valid
@@ -204,11 +184,21 @@ class ActiveRowsDrop(Finding):
     copy_rows: int
     baseline_active_rows: int | None
     limit: int | None
-    recently_deactivated: list[str] = field(default_factory=list)
+    recently_deactivated: list[str] = field(default_factory=list, metadata=UNREPORTED)
+
+    reported_properties: ClassVar[tuple[str, ...]] = ("active_share", "dropped", "dropped_share")
+
+    @property
+    def active_share(self) -> float:
+        return round(self.active_rows / self.copy_rows, 4) if self.copy_rows else 0.0
 
     @property
     def dropped(self) -> int:
         return max(0, self.baseline_active_rows - self.active_rows) if self.baseline_active_rows is not None else 0
+
+    @property
+    def dropped_share(self) -> float:
+        return round(self.dropped / self.baseline_active_rows, 4) if self.baseline_active_rows else 0.0
 
     @property
     def failing(self) -> int:
@@ -217,17 +207,6 @@ class ActiveRowsDrop(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return self.recently_deactivated if self.failing else []
-
-    def details(self) -> dict[str, Any]:
-        return {
-            ACTIVE_ROWS: self.active_rows,
-            "copy_rows": self.copy_rows,
-            "active_share": round(self.active_rows / self.copy_rows, 4) if self.copy_rows else 0.0,
-            BASELINE_ACTIVE_ROWS: self.baseline_active_rows,
-            "dropped": self.dropped,
-            "dropped_share": round(self.dropped / self.baseline_active_rows, 4) if self.baseline_active_rows else 0.0,
-            "limit": self.limit,
-        }
 
 
 _ACTIVE_ROWS = sa.text("SELECT count(*) FILTER (WHERE is_active) AS active, count(*) AS rows FROM product")

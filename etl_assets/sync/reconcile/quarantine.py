@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding, Sample
+from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding, Sample, reported
 from etl_assets.sync.reconcile.tables import table_exists
 
-# The detail of a QuarantineStatus that the next status takes as its `since`.
+# The detail of a QuarantineStatus that the next status takes as its `since`: the field's name.
 AS_OF = "as_of"
 
 
@@ -25,8 +24,8 @@ class QuarantineStatus(Finding):
     as_of: datetime
     since: datetime | None = None
     open: int = 0
-    new: Sample = field(default_factory=Sample)
-    reasons: list[str] = field(default_factory=list)
+    new: Sample = field(default_factory=Sample, metadata=reported("new"))
+    reasons: list[str] = field(default_factory=list, metadata=reported("sample_reasons"))
 
     @property
     def failing(self) -> int:
@@ -35,10 +34,6 @@ class QuarantineStatus(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return self.new.ids
-
-    def details(self) -> dict[str, Any]:
-        return {"source": self.source, "open": self.open, "new": self.new.count, "sample_reasons": self.reasons,
-                AS_OF: self.as_of, "since": self.since}
 
 
 _QUARANTINE_COUNTS = sa.text("""

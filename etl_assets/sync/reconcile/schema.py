@@ -18,7 +18,7 @@ from etl_assets.schemas.orders import polars_schema
 from etl_assets.schemas.products import CartDbProduct
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync import carts as cart_sync
-from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding, Sample
+from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, UNREPORTED, Finding, Sample, reported
 from etl_assets.sync.reconcile.tables import (
     BATCH_SIZE,
     DayRange,
@@ -36,8 +36,8 @@ class SchemaReport(Finding):
     """Stored rows checked against their pandera model(s)."""
 
     checked: dict[str, int] = field(default_factory=dict)
-    invalid: Sample = field(default_factory=Sample)
-    reasons: list[str] = field(default_factory=list)
+    invalid: Sample = field(default_factory=Sample, metadata=UNREPORTED)
+    reasons: list[str] = field(default_factory=list, metadata=reported("sample_reasons"))
     scope: str = "all rows"
 
     @property
@@ -65,9 +65,6 @@ class SchemaReport(Finding):
                 self.reject([keys[p] for p in positions], [reasons[p] for p in positions])
         self.checked.setdefault(name, 0)
         return self
-
-    def details(self) -> dict[str, Any]:
-        return {"checked": self.checked, "sample_reasons": self.reasons, "scope": self.scope}
 
 
 def product_copy_schema(cart_db: Engine, *, batch_size: int = BATCH_SIZE) -> SchemaReport:

@@ -10,15 +10,15 @@ import sqlalchemy as sa
 from pymongo.collection import Collection
 from sqlalchemy.engine import Engine
 
-from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, Finding, Sample
+from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, UNREPORTED, Finding, Sample, reported
 
 
 @dataclass
 class DuplicateKeys(Finding):
     """Records that share their key with another record."""
 
-    keys: Sample = field(default_factory=Sample)
-    records: int = 0
+    keys: Sample = field(default_factory=Sample, metadata=reported("duplicated_keys"))
+    records: int = field(default=0, metadata=UNREPORTED)
 
     @property
     def failing(self) -> int:
@@ -27,9 +27,6 @@ class DuplicateKeys(Finding):
     @property
     def sample_ids(self) -> list[str]:
         return self.keys.ids
-
-    def details(self) -> dict[str, Any]:
-        return {"duplicated_keys": self.keys.count}
 
 
 def duplicate_rows(engine: Engine, table: str, column: str) -> DuplicateKeys:
@@ -81,10 +78,6 @@ class UniqueKey(Finding):
     @property
     def passed(self) -> bool:
         return (self.index is not None or self.empty) and self.failing == 0
-
-    def details(self) -> dict[str, Any]:
-        return {"key": self.key, "index": self.index, "problem": self.problem, "empty": self.empty,
-                "duplicated_keys": self.duplicates.keys.count}
 
 
 _UNIQUE_INDEXES = sa.text("""
