@@ -4,20 +4,15 @@ from typing import Any
 
 import dagster as dg
 
-from etl_assets.assets.carts import cart_assets
-from etl_assets.assets.orders import order_assets
-from etl_assets.assets.products import product_assets
-from etl_assets.assets.warehouse import warehouse_assets
-
-ALL_ASSETS = [*product_assets, *cart_assets, *order_assets, *warehouse_assets]
+from etl_assets.definitions import defs
 
 
 def evaluate_checks(resources: dict, *checks: dg.AssetChecksDefinition,
                     instance: dg.DagsterInstance | None = None) -> dict[str, dg.AssetCheckEvaluation]:
     """Run only `checks`, as the validate job does, keyed by "asset/key:check_name"."""
-    defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=list(checks), resources=resources,
-                          jobs=[dg.define_asset_job("checks", selection=dg.AssetSelection.all_asset_checks())])
-    result = defs.resolve_job_def("checks").execute_in_process(instance=instance, raise_on_error=False)
+    checks_only = dg.Definitions(assets=defs.assets, asset_checks=list(checks), resources=resources,
+                                 jobs=[dg.define_asset_job("checks", selection=dg.AssetSelection.all_asset_checks())])
+    result = checks_only.resolve_job_def("checks").execute_in_process(instance=instance, raise_on_error=False)
     return by_key(result)
 
 
