@@ -53,6 +53,15 @@ def sync_cart_snapshots(stores) -> None:
     sync_carts(stores.cart_engine, stores.order_db, stores.warehouse_engine, mode="full", run_id="seed")
 
 
+def snapshot_carts(stores, count: int, *, products: int = 1) -> list[str]:
+    """A synced catalog of `products` products, and `count` carts of the first one, snapshot: their ids."""
+    seed_catalog(stores, products)
+    sync_catalog(stores)
+    carts = [add_cart(stores, n, product=1) for n in range(1, count + 1)]
+    sync_cart_snapshots(stores)
+    return carts
+
+
 def add_order(stores, order_id: str, items: list[tuple[str, int, float]], *, day: date = DAY,
               total_offset: float = 0.0) -> None:
     """A valid warehouse order of (product id, quantity, unit price) lines; `total_offset` spoils its total."""

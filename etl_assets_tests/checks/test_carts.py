@@ -12,6 +12,7 @@ from etl_assets_tests.checks.seed import (
     execute,
     product_id,
     seed_catalog,
+    snapshot_carts,
     sync_cart_snapshots,
     sync_catalog,
 )
@@ -67,10 +68,7 @@ def test_cart_checks_name_the_bad_records_and_pass_once_they_are_fixed(stores):
 
 
 def test_a_deleted_cart_fails_the_reconciliation_until_the_sync_marks_its_snapshot(stores):
-    seed_catalog(stores, 1)
-    sync_catalog(stores)
-    carts = [add_cart(stores, n, product=1) for n in range(1, 3)]
-    sync_cart_snapshots(stores)
+    carts = snapshot_carts(stores, 2)
     execute(stores.cart_engine, "DELETE FROM cart WHERE id = :id", id=carts[0])
 
     in_sync = evaluate_checks(stores.resources(), *cart_checks)["order_db/carts:in_sync_with_cart_db"]

@@ -9,6 +9,7 @@ from etl_assets_tests.checks.seed import (
     add_cart,
     execute,
     seed_catalog,
+    snapshot_carts,
     sync_cart_snapshots,
     sync_catalog,
 )
@@ -39,10 +40,7 @@ def test_cart_snapshots_missing_stale_or_with_a_wrong_total(stores):
 
 
 def test_snapshots_without_a_cart_are_counted_apart_and_fail_until_the_sync_marks_them(stores):
-    seed_catalog(stores, 1)
-    sync_catalog(stores)
-    carts = [add_cart(stores, n, product=1) for n in range(1, 6)]
-    sync_cart_snapshots(stores)
+    carts = snapshot_carts(stores, 5)
     execute(stores.cart_engine, "DELETE FROM cart WHERE id = ANY(CAST(:ids AS uuid[]))", ids=carts[:2])
 
     result = reconcile_carts(stores.cart_engine, stores.order_db, batch_size=2)

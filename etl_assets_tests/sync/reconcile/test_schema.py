@@ -13,21 +13,18 @@ from etl_assets.sync.reconcile.schema import (
 )
 from etl_assets_tests.checks.seed import (
     DAY,
-    add_cart,
     add_order,
     execute,
     product_id,
     seed_catalog,
+    snapshot_carts,
     sync_cart_snapshots,
     sync_catalog,
 )
 
 
 def test_the_snapshot_schema_ignores_marked_snapshots(stores):
-    seed_catalog(stores, 1)
-    sync_catalog(stores)
-    carts = [add_cart(stores, n, product=1) for n in range(1, 3)]
-    sync_cart_snapshots(stores)
+    carts = snapshot_carts(stores, 2)
     execute(stores.cart_engine, "DELETE FROM cart WHERE id = :id", id=carts[0])
     sync_cart_snapshots(stores)
     # What a deleted cart's snapshot holds no longer matters: it is out of every measurement.
@@ -54,10 +51,7 @@ def test_product_copy_rows_against_the_model(stores):
 
 
 def test_cart_rows_and_snapshots_against_their_models(stores):
-    seed_catalog(stores, 2)
-    sync_catalog(stores)
-    carts = [add_cart(stores, n, product=1) for n in range(1, 4)]
-    sync_cart_snapshots(stores)
+    carts = snapshot_carts(stores, 3, products=2)
     assert cart_rows_schema(stores.cart_engine).passed
     assert cart_snapshot_schema(stores.order_db).passed
 
