@@ -1,19 +1,27 @@
 """Store health through Dagster: a store that is down fails its checks, saying which and why."""
 
+from pathlib import Path
+
 from etl_assets.checks.carts import cart_snapshots_in_sync
 from etl_assets.checks.stores import store_checks
 from etl_assets.local.stores import free_port
-from etl_assets.resources import (
-    CART_DB,
-    ORDER_DB,
-    PRODUCT_DB,
-    WAREHOUSE,
-    MongoStoreResource,
-    PostgresStoreResource,
-)
+from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.sync.stores import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets_tests.checks.harness import evaluate_checks, metadata
 
 REACHABLE = [check for check in store_checks if check.check_key.name == "store_reachable"]
+
+
+def unreachable_mongo(database: str, store: str) -> MongoStoreResource:
+    """A resource for a port nothing listens on."""
+    return MongoStoreResource(uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", database=database,
+                              store_name=store, timeout_s=1)
+
+
+def unreachable_postgres(socket_dir: Path, migrations: str, store: str) -> PostgresStoreResource:
+    """A resource for a socket directory no server uses."""
+    return PostgresStoreResource(url=f"postgresql+psycopg2://postgres@/{migrations}?host={socket_dir}",
+                                 store_name=store, migrations=migrations, timeout_s=1)
 
 
 def test_every_store_answers(stores):
@@ -27,10 +35,8 @@ def test_every_store_answers(stores):
 def test_a_store_that_is_down_fails_the_checks_that_need_it_with_its_name_and_why(stores, tmp_path):
     resources = {
         **stores.resources(),
-        "order_db": MongoStoreResource(uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
-                                       database="orders", store_name=ORDER_DB, timeout_s=1),
-        "warehouse": PostgresStoreResource(url=f"postgresql+psycopg2://postgres@/warehouse?host={tmp_path}",
-                                           store_name=WAREHOUSE, migrations="warehouse", timeout_s=1),
+        "order_db": unreachable_mongo("orders", ORDER_DB),
+        "warehouse": unreachable_postgres(tmp_path, "warehouse", WAREHOUSE),
     }
     checks = evaluate_checks(resources, *REACHABLE, cart_snapshots_in_sync)
     assert checks["product_db/products:store_reachable"].passed
@@ -46,10 +52,8 @@ def test_a_store_that_is_down_fails_the_checks_that_need_it_with_its_name_and_wh
 def test_the_product_and_cart_stores_down_fail_their_checks_too(stores, tmp_path):
     resources = {
         **stores.resources(),
-        "product_db": MongoStoreResource(uri=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
-                                         database="products", store_name=PRODUCT_DB, timeout_s=1),
-        "cart_db": PostgresStoreResource(url=f"postgresql+psycopg2://postgres@/cart?host={tmp_path}",
-                                         store_name=CART_DB, migrations="cart_db", timeout_s=1),
+        "product_db": unreachable_mongo("products", PRODUCT_DB),
+        "cart_db": unreachable_postgres(tmp_path, "cart_db", CART_DB),
     }
     checks = evaluate_checks(resources, *REACHABLE)
     for key, store in [("product_db/products:store_reachable", PRODUCT_DB), ("cart_db/cart:store_reachable", CART_DB)]:
