@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCAL := .local
 DAGSTER_HOME_DIR := $(CURDIR)/$(LOCAL)/dagster_home
-DAGSTER_LOCAL_TEMPLATE := etl_assets/local/dagster_local.yaml
+DAGSTER_LOCAL_TEMPLATE := dev/dagster_local.yaml
 # Loads the connection settings `stores up` wrote, and points Dagster at the local instance.
 WITH_ENV := set -a; . $(LOCAL)/env; set +a; export DAGSTER_HOME=$(DAGSTER_HOME_DIR);
 
@@ -42,7 +42,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed-dev
 
 stores: venv
-	$(BIN)/python -m etl_assets.local.stores up --root $(LOCAL)
+	$(BIN)/python -m dev.stores up --root $(LOCAL)
 
 # The deploy step, as production runs it: the ETL's Alembic migrations, with the URLs `stores up` wrote.
 migrate: stores
@@ -53,13 +53,13 @@ dagster-home:
 	@cp $(DAGSTER_LOCAL_TEMPLATE) $(DAGSTER_HOME_DIR)/dagster.yaml
 
 demo: migrate dagster-home
-	$(WITH_ENV) $(BIN)/python -m etl_assets.local.demo --root $(LOCAL)
+	$(WITH_ENV) $(BIN)/python -m dev.demo --root $(LOCAL)
 
 ui: migrate dagster-home
 	$(WITH_ENV) env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 stop:
-	if [ -x $(BIN)/python ]; then $(BIN)/python -m etl_assets.local.stores down --root $(LOCAL); fi
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.stores down --root $(LOCAL); fi
 
 test: venv
 	$(BIN)/ruff check .
@@ -67,7 +67,7 @@ test: venv
 
 # BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS="--quick --sections carts,runs".
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m etl_assets.local.bench $(BENCH_ARGS)
+	$(BIN)/python -m dev.bench $(BENCH_ARGS)
 
 clean: stop
 	rm -rf $(LOCAL) .pytest_cache .ruff_cache build dist bench-results *.egg-info

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from etl_assets.local.stores import (
+from dev.stores import (
     LocalMongo,
     LocalStores,
     create_cart_service_tables,

@@ -19,11 +19,11 @@ from typing import Any
 import requests
 import yaml
 
-from etl_assets.local.stores import free_port
+from dev.stores import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO_ROOT / "workspace.yaml"
-LOCAL_INSTANCE = REPO_ROOT / "etl_assets" / "local" / "dagster_local.yaml"
+LOCAL_INSTANCE = REPO_ROOT / "dev" / "dagster_local.yaml"
 VENV_BIN = Path(sys.executable).parent
 DAGSTER = str(VENV_BIN / "dagster")
 (LOCATION,) = (entry["python_module"]["location_name"] for entry in yaml.safe_load(WORKSPACE.read_text())["load_from"])

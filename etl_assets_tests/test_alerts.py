@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from bson import ObjectId
 
+from dev.stores import free_port
 from etl_assets.alerts import (
     LOG_PREFIX,
     Alert,
@@ -28,7 +29,6 @@ from etl_assets.assets.carts import cart_assets
 from etl_assets.assets.products import product_assets
 from etl_assets.checks import all_checks
 from etl_assets.jobs import full_reconcile, product_sync_incremental
-from etl_assets.local.stores import free_port
 from etl_assets.resources import CART_DB, PRODUCT_DB, MongoStoreResource, PostgresStoreResource
 from etl_assets.sensors import alert_on_failed_checks, alert_on_run_failure
 from etl_assets.settings import ALERT_WEBHOOK_URL_ENV, SETTINGS

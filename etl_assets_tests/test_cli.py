@@ -21,9 +21,9 @@ import pytest
 import yaml
 from bson import ObjectId
 
+from dev.stores import LocalStores
 from etl_assets.alerts import LOG_PREFIX
 from etl_assets.jobs import ALL_JOBS
-from etl_assets.local.stores import LocalStores
 from etl_assets_tests.conftest import fresh_store_set
 from etl_assets_tests.dagster_dev import (
     DONE,

@@ -23,12 +23,12 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 from dagster_k8s import K8sRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from dev.stores import LocalStores
 from etl_assets.k8s import PROFILES, SYNC_TARGETS, TARGET_TAG, profile_tags
-from etl_assets.local.stores import LocalStores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION_INSTANCE = REPO_ROOT / "dagster.yaml"
-LOCAL_INSTANCE = REPO_ROOT / "etl_assets" / "local" / "dagster_local.yaml"
+LOCAL_INSTANCE = REPO_ROOT / "dev" / "dagster_local.yaml"
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
 from kubernetes.client import ApiClient
 
+from dev.stores import LocalStores
 from etl_assets.definitions import defs
 from etl_assets.k8s import (
     K8S_CONFIG_TAG,
@@ -42,7 +43,6 @@ from etl_assets.k8s import (
     step_isolated_executor,
     step_op_tags,
 )
-from etl_assets.local.stores import LocalStores
 from etl_assets_tests.test_helm_values import validate_strictly
 from etl_assets_tests.test_instance import production_instance
 

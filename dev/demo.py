@@ -2,7 +2,7 @@
 and print what landed where.
 
     set -a; . .local/env; set +a; export DAGSTER_HOME=$PWD/.local/dagster_home
-    python -m etl_assets.local.demo [--root .local]
+    python -m dev.demo [--root .local]
 
 Runs go through the instance in DAGSTER_HOME, so `make ui` shows them. Running the demo again
 reuses the stores and converges: every record has a fixed id.
@@ -25,9 +25,9 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from dev import demo_data
 from etl_assets.assets.orders import warehouse_orders
 from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
-from etl_assets.local import demo_data
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets.sync.carts import DELETED_AT, LIVE
 from etl_assets.sync.orders import day_window

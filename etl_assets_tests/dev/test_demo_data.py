@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.local import demo_data
-from etl_assets.local.demo_data import (
+from dev import demo_data
+from dev.demo_data import (
     BAD_RECORDS,
     RETIRED_PRODUCT_ID,
     DemoData,

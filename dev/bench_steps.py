@@ -1,4 +1,4 @@
-"""The benchmark's measured steps. Each runs in a process of its own (`python -m etl_assets.local.bench
+"""The benchmark's measured steps. Each runs in a process of its own (`python -m dev.bench
 step <name>`), so its peak RSS is its own; it times only the work, after the imports, and writes its
 result as JSON for the parent.
 """
@@ -21,7 +21,7 @@ import pymongo
 import sqlalchemy as sa
 from bson import ObjectId
 
-from etl_assets.local import bench_report as report
+from dev import bench_report as report
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets.sync.carts import sync_carts
 from etl_assets.sync.orders import day_window, sync_order_day

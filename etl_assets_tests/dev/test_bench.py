@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import bson
 import pytest
 
-from etl_assets.local import bench, bench_data, bench_runs, bench_steps
-from etl_assets.local import bench_report as report
-from etl_assets.local.bench_report import MIB, Measurement
+from dev import bench, bench_data, bench_runs, bench_steps
+from dev import bench_report as report
+from dev.bench_report import MIB, Measurement
 
 
 def _measurement(step: str, seconds: float, rows: int = 200_000, products: int = 200_000,

@@ -1,1 +1,0 @@
-"""Development-only helpers: embedded stores and demo data. Production never imports this package."""
