@@ -3,11 +3,12 @@ Kubernetes resource profile and the store it writes, which the run queue uses to
 
 Every job names its executor, so that a run's memory does not depend on the node it lands on: Dagster's
 default executor starts up to the node's CPU count of step processes, whatever the pod's limit, and
-each of them imports the code location again (about 185 MiB). Jobs of one step, or of small steps that
-may as well run one after another, run them in the run process itself (`in_process_executor`: one
-process, the code loaded once). The nightly reconcile, whose product checks can overlap with the cart
-sync, runs at most RECONCILE_STEP_PROCESSES step processes beside its run process. `make bench` measures
-each job's whole-run peak (docs/kubernetes.md), which sizes the profiles in k8s.py.
+each of them imports the code location again (at a memory cost docs/benchmark.md gives). Jobs of one
+step, or of small steps that may as well run one after another, run them in the run process itself
+(`in_process_executor`: one process, the code loaded once). The nightly reconcile, whose product checks
+can overlap with the cart sync, runs at most RECONCILE_STEP_PROCESSES step processes beside its run
+process. `make bench` measures each job's whole-run peak (docs/benchmark.md), which sizes the profiles
+in k8s.py (docs/kubernetes.md).
 """
 
 from __future__ import annotations

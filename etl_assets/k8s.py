@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 # dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY, spelled out (test_k8s checks they agree): importing
-# dagster_k8s loads the whole Kubernetes client, about 1 s and 58 MiB in every process that loads the
-# code location, though only a run that starts step pods uses it.
+# dagster_k8s loads the whole Kubernetes client, a second and tens of MiB (docs/benchmark.md) in every
+# process that loads the code location, though only a run that starts step pods uses it.
 K8S_CONFIG_TAG = "dagster-k8s/config"
 PROFILE_TAG = "shop-sync/profile"
 TARGET_TAG = "shop-sync/target"
@@ -48,21 +48,22 @@ class ResourceProfile:
 
 
 # Each limit is at least 1.5x the peak memory `make bench` measured for a whole run of the jobs that use
-# it: run process and step processes together (docs/kubernetes.md, "How the profiles are sized";
-# 200,000 products, 2026-11-30). A run's peak does not grow with the catalog: the syncs stream.
+# it: run process and step processes together. The peaks are in docs/benchmark.md, the sizing in
+# docs/kubernetes.md ("How the profiles are sized"). A run's peak does not grow with the catalog: the
+# syncs stream.
 PROFILES: dict[str, ResourceProfile] = {
     # The pod the old sync service ran in; dagster.yaml's run_k8s_config uses the same figures as the
-    # default for every run. product_sync_incremental peaked at 302 MiB, cart_sync at 314 MiB.
+    # default for every run: product_sync_incremental and cart_sync.
     "small": ResourceProfile(
         requests_cpu="100m", requests_memory="256Mi", limits_cpu="500m", limits_memory="512Mi"
     ),
     # Jobs whose steps run one after another in the run process: the memory each step leaves behind
-    # stays with the process. validate peaked at 689 MiB, warehouse_build (100,000 orders) at 573 MiB.
+    # stays with the process: validate and warehouse_build.
     "medium": ResourceProfile(
         requests_cpu="250m", requests_memory="768Mi", limits_cpu="1", limits_memory="1280Mi"
     ),
-    # The nightly full reconcile (a run process and up to two step processes: 1070 MiB) and the range
-    # steps of product_sync_fanout.
+    # The nightly full reconcile (a run process and up to two step processes) and the range steps of
+    # product_sync_fanout.
     "large": ResourceProfile(requests_cpu="1", requests_memory="1Gi", limits_cpu="2", limits_memory="2Gi"),
 }
 
