@@ -51,7 +51,7 @@ from etl_assets.schemas.carts import UUID, CartRow, CartSnapshot
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
-from etl_assets.sync.streams import batched, read_ahead
+from etl_assets.sync.streams import batched, read_ahead, transform_then_load
 from etl_assets.sync.validate import split_valid
 
 SOURCE = "cart_db.cart"
@@ -84,6 +84,7 @@ LIVE = {DELETED_AT: None}
 SAMPLE_SIZE = 20  # cart ids a report names per kind of change
 IN_LOOKUP_SIZE = 25  # ids per `$in` of scattered snapshots: the cheapest per id measured on secantusdb
 
+Page = tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]  # joined cart rows, their stored snapshots by id
 Change = Literal["insert", "update", "reset", "reappear", "unchanged", "stale"]
 
 
@@ -212,6 +213,23 @@ def _same(new: Any, stored: Any) -> bool:
         stored = bson_time(stored)
     # Types must match too, so a price stored as an int or a Decimal128 is rewritten as a double.
     return type(new) is type(stored) and new == stored
+
+
+@dataclass
+class PagePlan:
+    """A page of joined rows checked and compared with the stored snapshots: what to write."""
+
+    rows: list[dict[str, Any]]
+    batch: CheckedBatch
+    changes: dict[str, Change]
+    to_write: list[dict[str, Any]]
+
+
+def plan_page(rows: list[dict[str, Any]], stored: dict[str, dict[str, Any]]) -> PagePlan:
+    batch = check_batch(rows)
+    changes = {s["cartId"]: classify(s, stored.get(s["cartId"])) for s in batch.snapshots}
+    to_write = [s for s in batch.snapshots if changes[s["cartId"]] not in ("unchanged", "stale")]
+    return PagePlan(rows, batch, changes, to_write)
 
 
 # ---------- extract ----------
@@ -468,25 +486,30 @@ def sync_carts(
     if not dry_run:
         ensure_indexes(order_db)
 
-    def sync_page(rows: list[dict[str, Any]], *, contiguous: bool) -> None:
-        batch = check_batch(rows)
-        stored = stored_snapshots(carts, [s["cartId"] for s in batch.snapshots], contiguous=contiguous)
-        changes = {s["cartId"]: classify(s, stored.get(s["cartId"])) for s in batch.snapshots}
-        to_write = [s for s in batch.snapshots if changes[s["cartId"]] not in ("unchanged", "stale")]
-        valid_ids = list(changes)
+    def with_stored(pages: Iterator[list[dict[str, Any]]], *, contiguous: bool) -> Iterator[Page]:
+        """Each page with its carts' stored snapshots. Pages hold distinct carts, so reading a page's
+        snapshots before the previous page is written reads what reading them after would."""
+        for rows in pages:
+            yield rows, stored_snapshots(carts, [row["cart_id"] for row in rows], contiguous=contiguous)
+
+    def apply(plan: PagePlan) -> tuple[WriteCounts, int]:
+        """Write a planned page (a dry run counts what it would write): its counts and resolved carts."""
+        valid_ids = list(plan.changes)
         if dry_run:
-            counts = WriteCounts(inserted=sum(c == "insert" for c in changes.values()),
-                                 updated=len(to_write) - sum(c == "insert" for c in changes.values()))
-            resolved = len(_open_quarantine_ids(warehouse, valid_ids))
-        else:
-            counts = write_snapshots(carts, to_write,
-                                     new_ids={i for i, change in changes.items() if change == "insert"})
-            quarantine.put(batch.rejections)
-            resolved = quarantine.resolve(valid_ids)
+            inserts = sum(c == "insert" for c in plan.changes.values())
+            counts = WriteCounts(inserted=inserts, updated=len(plan.to_write) - inserts)
+            return counts, len(_open_quarantine_ids(warehouse, valid_ids))
+        counts = write_snapshots(carts, plan.to_write,
+                                 new_ids={i for i, change in plan.changes.items() if change == "insert"})
+        quarantine.put(plan.batch.rejections)
+        return counts, quarantine.resolve(valid_ids)
+
+    def tally(plan: PagePlan, counts: WriteCounts, resolved: int) -> None:
+        changes = plan.changes
         skipped = set(counts.skipped_ids)
         resets = [cart_id for cart_id, c in changes.items() if c == "reset" and cart_id not in skipped]
         report.batches += 1
-        report.read += len(rows)
+        report.read += len(plan.rows)
         report.inserted += counts.inserted
         report.updated += counts.updated
         report.unchanged += counts.unchanged + sum(c == "unchanged" for c in changes.values())
@@ -494,20 +517,23 @@ def sync_carts(
         report.reappeared += sum(c == "reappear" and cart_id not in skipped for cart_id, c in changes.items())
         report.version_resets += len(resets)
         _sample(report.version_reset_ids, resets)
-        report.quarantined += len(batch.rejections)
+        report.quarantined += len(plan.batch.rejections)
         report.resolved += resolved
         if progress:
             prefix = "dry run: " if dry_run else ""
             progress(f"{prefix}cart sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
                      f"updated {report.updated}, unchanged {report.unchanged}, "
                      f"stale_skipped {report.stale_skipped}, quarantined {report.quarantined}, "
-                     f"resolved {report.resolved} (through cart {rows[-1]['cart_id']})")
+                     f"resolved {report.resolved} (through cart {plan.rows[-1]['cart_id']})")
             if resets:
                 progress(f"{prefix}version reset: {len(resets)} cart(s) whose row has a lower version than their "
                          f"snapshot now hold the row: {', '.join(resets[:SAMPLE_SIZE])}")
 
-    for rows in iter_cart_pages(cart_db, since, batch_size):
-        sync_page(rows, contiguous=full)
+    # Reading (both servers), checking (this thread) and writing (one writer thread) overlap, page by page.
+    pages = with_stored(iter_cart_pages(cart_db, since, batch_size), contiguous=full)
+    for plan, (counts, resolved) in transform_then_load(pages, lambda page: plan_page(*page), apply,
+                                                         thread_name="cart-writer"):
+        tally(plan, counts, resolved)
 
     # Deleted carts leave no row to read: compare the keys. Whatever is gone at this clock reading is
     # gone when the key read starts, so the mark can only land on snapshots read before.
@@ -521,8 +547,10 @@ def sync_carts(
                      f"{', '.join(diff.gone[:SAMPLE_SIZE])}")
         if not full:
             # A full pass has just read every cart; an incremental one reads these now unless it did.
-            for rows in iter_cart_pages(cart_db, None, batch_size, ids=diff.read_again, changed_before=since):
-                sync_page(rows, contiguous=False)
+            again = iter_cart_pages(cart_db, None, batch_size, ids=diff.read_again, changed_before=since)
+            for page in with_stored(again, contiguous=False):
+                plan = plan_page(*page)
+                tally(plan, *apply(plan))
 
     report.watermark_after = {"changed_at": cart_db_started.isoformat()}
     if not dry_run:
