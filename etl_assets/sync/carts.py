@@ -20,13 +20,22 @@ lands only over a snapshot built from the same or an earlier read. An older read
 snapshot: the guarded filter misses, the upsert collides with the unique index (E11000) and the cart is
 counted as stale_skipped. Any other write error fails the run.
 
-A deleted cart leaves no row to read, so every run also compares keys: the snapshots' (cartId, version,
-deletedAt), streamed in batches, against their carts' rows looked up by primary key (memory follows the
-batch size). A live snapshot without a cart is marked `deletedAt` (never removed: Order
-MongoDB is INSERT/UPDATE only for the ETL); a marked snapshot whose cart exists again, or a live one
-whose version differs from its row's (a restore that kept an old updated_at), is read again by id.
-A write clears the mark. The mark is guarded like a write: it lands only on a snapshot read before the
-cart was seen gone.
+A deleted cart leaves no row to read, so every run also compares keys. A live snapshot without a cart
+is marked `deletedAt` (never removed: Order MongoDB is INSERT/UPDATE only for the ETL); a write clears
+the mark. The mark is guarded like a write: it lands only on a snapshot read before the cart was seen
+gone.
+- A full pass reads every cart, so it compares the keys as it goes: each keyset page (after, last] is
+  every cart in that id range at the page's read, and its stored snapshots are read as the same range
+  of the cartId index; a live snapshot in the range whose cart the page does not hold is gone. Its mark
+  lands on snapshots read no later than the previous page's read (the run's start for the first page),
+  a statement that ended before this page's began. The snapshots after the last page are compared as
+  an incremental run compares all of them. No separate pass over the snapshots: a warm full pass reads
+  each snapshot once. The ranges hold the snapshots whose cartId is a string (the only kind the ETL
+  writes, and the only kind a mark can match).
+- An incremental run reads only what changed, so it streams every snapshot's (cartId, version,
+  deletedAt) in batches against their carts' rows looked up by primary key (memory follows the batch
+  size). A marked snapshot whose cart exists again, or a live one whose version differs from its row's
+  (a restore that kept an old updated_at), is read again by id.
 """
 
 from __future__ import annotations
@@ -84,7 +93,6 @@ LIVE = {DELETED_AT: None}
 SAMPLE_SIZE = 20  # cart ids a report names per kind of change
 IN_LOOKUP_SIZE = 25  # ids per `$in` of scattered snapshots: the cheapest per id measured on secantusdb
 
-Page = tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]  # joined cart rows, their stored snapshots by id
 Change = Literal["insert", "update", "reset", "reappear", "unchanged", "stale"]
 
 
@@ -216,20 +224,35 @@ def _same(new: Any, stored: Any) -> bool:
 
 
 @dataclass
-class PagePlan:
-    """A page of joined rows checked and compared with the stored snapshots: what to write."""
+class Page:
+    """Joined cart rows and stored snapshots by cartId: those of the rows' carts, or (a full pass) every
+    snapshot in the page's id range. `seen_gone_at`: a cart database time before the rows were read."""
 
     rows: list[dict[str, Any]]
+    stored: dict[str, dict[str, Any]]
+    seen_gone_at: datetime
+
+
+@dataclass
+class PagePlan:
+    """A page checked and compared with the stored snapshots: what to write, and the live snapshots in
+    its range whose cart it does not hold (none unless the page holds its whole range)."""
+
+    page: Page
     batch: CheckedBatch
     changes: dict[str, Change]
     to_write: list[dict[str, Any]]
+    gone: list[str]
 
 
-def plan_page(rows: list[dict[str, Any]], stored: dict[str, dict[str, Any]]) -> PagePlan:
-    batch = check_batch(rows)
-    changes = {s["cartId"]: classify(s, stored.get(s["cartId"])) for s in batch.snapshots}
+def plan_page(page: Page) -> PagePlan:
+    batch = check_batch(page.rows)
+    changes = {s["cartId"]: classify(s, page.stored.get(s["cartId"])) for s in batch.snapshots}
     to_write = [s for s in batch.snapshots if changes[s["cartId"]] not in ("unchanged", "stale")]
-    return PagePlan(rows, batch, changes, to_write)
+    read = {row["cart_id"] for row in page.rows}
+    gone = sorted(cart_id for cart_id, doc in page.stored.items()
+                  if cart_id not in read and doc.get(DELETED_AT) is None)
+    return PagePlan(page, batch, changes, to_write, gone)
 
 
 # ---------- extract ----------
@@ -289,12 +312,13 @@ class KeyDiff:
     read_again: list[str] = field(default_factory=list)
 
 
-def diff_keys(cart_db: Engine, carts: Collection, batch_size: int) -> Iterator[KeyDiff]:
-    """Every snapshot's (cartId, version, deletedAt), streamed in batches (the next read while this one is
-    compared), against the rows of its batch's carts, looked up by primary key: one pass over the
-    snapshots, one index lookup per cart, memory following the batch size. A cartId that is no canonical
-    uuid names no cart."""
-    docs = carts.find({}, {"_id": 0, "cartId": 1, "version": 1, DELETED_AT: 1}, batch_size=batch_size)
+def diff_keys(cart_db: Engine, carts: Collection, batch_size: int, *, after: str | None = None) -> Iterator[KeyDiff]:
+    """Every snapshot's (cartId, version, deletedAt), or only those whose cartId is a string after `after`,
+    streamed in batches (the next read while this one is compared), against the rows of its batch's carts,
+    looked up by primary key: one pass over the snapshots, one index lookup per cart, memory following
+    the batch size. A cartId that is no canonical uuid names no cart."""
+    query = {} if after is None else {"cartId": {"$gt": after}}
+    docs = carts.find(query, {"_id": 0, "cartId": 1, "version": 1, DELETED_AT: 1}, batch_size=batch_size)
     for batch in read_ahead(batched(docs, batch_size)):
         ids = [doc["cartId"] for doc in batch if _CANONICAL_UUID.match(str(doc.get("cartId")))]
         with cart_db.connect() as conn:
@@ -333,6 +357,12 @@ def stored_snapshots(carts: Collection, cart_ids: list[str], *, contiguous: bool
     else:
         queries = [{"cartId": {"$in": chunk}} for chunk in batched(cart_ids, IN_LOOKUP_SIZE)]
     return {doc["cartId"]: doc for query in queries for doc in carts.find(query) if doc["cartId"] in wanted}
+
+
+def snapshots_in_range(carts: Collection, after: str | None, through: str) -> dict[str, dict[str, Any]]:
+    """Every stored snapshot whose cartId is a string in (after, through], whole: one index range."""
+    bounds = {"$lte": through} if after is None else {"$gt": after, "$lte": through}
+    return {doc["cartId"]: doc for doc in carts.find({"cartId": bounds})}
 
 
 @dataclass
@@ -486,30 +516,48 @@ def sync_carts(
     if not dry_run:
         ensure_indexes(order_db)
 
-    def with_stored(pages: Iterator[list[dict[str, Any]]], *, contiguous: bool) -> Iterator[Page]:
-        """Each page with its carts' stored snapshots. Pages hold distinct carts, so reading a page's
-        snapshots before the previous page is written reads what reading them after would."""
+    def with_stored(pages: Iterator[list[dict[str, Any]]], *, whole_range: bool) -> Iterator[Page]:
+        """Each page with its stored snapshots: its carts' or, `whole_range`, every one in its keyset
+        range. Pages hold distinct carts, so reading a page's snapshots before the previous page is
+        written reads what reading them after would."""
+        after, read_before = None, cart_db_started
         for rows in pages:
-            yield rows, stored_snapshots(carts, [row["cart_id"] for row in rows], contiguous=contiguous)
+            if whole_range:
+                stored = snapshots_in_range(carts, after, rows[-1]["cart_id"])
+            else:
+                stored = stored_snapshots(carts, [row["cart_id"] for row in rows], contiguous=False)
+            yield Page(rows, stored, read_before)
+            after, read_before = rows[-1]["cart_id"], rows[0]["read_at"]
 
-    def apply(plan: PagePlan) -> tuple[WriteCounts, int]:
-        """Write a planned page (a dry run counts what it would write): its counts and resolved carts."""
+    def apply(plan: PagePlan) -> tuple[WriteCounts, int, int]:
+        """Write a planned page and mark its gone carts (a dry run counts what it would write): its
+        counts, resolved carts and marked snapshots."""
         valid_ids = list(plan.changes)
         if dry_run:
             inserts = sum(c == "insert" for c in plan.changes.values())
             counts = WriteCounts(inserted=inserts, updated=len(plan.to_write) - inserts)
-            return counts, len(_open_quarantine_ids(warehouse, valid_ids))
+            return counts, len(_open_quarantine_ids(warehouse, valid_ids)), len(plan.gone)
         counts = write_snapshots(carts, plan.to_write,
                                  new_ids={i for i, change in plan.changes.items() if change == "insert"})
         quarantine.put(plan.batch.rejections)
-        return counts, quarantine.resolve(valid_ids)
+        resolved = quarantine.resolve(valid_ids)
+        return counts, resolved, mark_deleted(carts, plan.gone, plan.page.seen_gone_at)
 
-    def tally(plan: PagePlan, counts: WriteCounts, resolved: int) -> None:
+    def tally_marks(gone: list[str], marked: int) -> None:
+        report.marked_deleted += marked
+        _sample(report.marked_deleted_ids, gone)
+        if progress and gone:
+            progress(f"{'dry run: ' if dry_run else ''}marked {marked} snapshot(s) of deleted carts: "
+                     f"{', '.join(gone[:SAMPLE_SIZE])}")
+
+    def tally(plan: PagePlan, counts: WriteCounts, resolved: int, marked: int) -> None:
+        nonlocal last_cart_id
+        last_cart_id = plan.page.rows[-1]["cart_id"]
         changes = plan.changes
         skipped = set(counts.skipped_ids)
         resets = [cart_id for cart_id, c in changes.items() if c == "reset" and cart_id not in skipped]
         report.batches += 1
-        report.read += len(plan.rows)
+        report.read += len(plan.page.rows)
         report.inserted += counts.inserted
         report.updated += counts.updated
         report.unchanged += counts.unchanged + sum(c == "unchanged" for c in changes.values())
@@ -524,32 +572,30 @@ def sync_carts(
             progress(f"{prefix}cart sync batch {report.batches}: read {report.read}, inserted {report.inserted}, "
                      f"updated {report.updated}, unchanged {report.unchanged}, "
                      f"stale_skipped {report.stale_skipped}, quarantined {report.quarantined}, "
-                     f"resolved {report.resolved} (through cart {plan.rows[-1]['cart_id']})")
+                     f"resolved {report.resolved} (through cart {last_cart_id})")
             if resets:
                 progress(f"{prefix}version reset: {len(resets)} cart(s) whose row has a lower version than their "
                          f"snapshot now hold the row: {', '.join(resets[:SAMPLE_SIZE])}")
+        tally_marks(plan.gone, marked)
 
     # Reading (both servers), checking (this thread) and writing (one writer thread) overlap, page by page.
-    pages = with_stored(iter_cart_pages(cart_db, since, batch_size), contiguous=full)
-    for plan, (counts, resolved) in transform_then_load(pages, lambda page: plan_page(*page), apply,
-                                                         thread_name="cart-writer"):
-        tally(plan, counts, resolved)
+    last_cart_id: str | None = None
+    pages = with_stored(iter_cart_pages(cart_db, since, batch_size), whole_range=full)
+    for plan, applied in transform_then_load(pages, plan_page, apply, thread_name="cart-writer"):
+        tally(plan, *applied)
 
-    # Deleted carts leave no row to read: compare the keys. Whatever is gone at this clock reading is
-    # gone when the key read starts, so the mark can only land on snapshots read before.
+    # Deleted carts leave no row to read: compare the keys (a full pass: those after its last page).
+    # Whatever is gone at this clock reading is gone when the key read starts, so the mark can only land
+    # on snapshots read before.
     seen_gone_at = _clock(cart_db)
-    for diff in diff_keys(cart_db, carts, batch_size):
-        marked = len(diff.gone) if dry_run else mark_deleted(carts, diff.gone, seen_gone_at)
-        report.marked_deleted += marked
-        _sample(report.marked_deleted_ids, diff.gone)
-        if progress and diff.gone:
-            progress(f"{'dry run: ' if dry_run else ''}marked {marked} snapshot(s) of deleted carts: "
-                     f"{', '.join(diff.gone[:SAMPLE_SIZE])}")
+    after = last_cart_id if full and last_cart_id is not None else None
+    for diff in diff_keys(cart_db, carts, batch_size, after=after):
+        tally_marks(diff.gone, len(diff.gone) if dry_run else mark_deleted(carts, diff.gone, seen_gone_at))
         if not full:
             # A full pass has just read every cart; an incremental one reads these now unless it did.
             again = iter_cart_pages(cart_db, None, batch_size, ids=diff.read_again, changed_before=since)
-            for page in with_stored(again, contiguous=False):
-                plan = plan_page(*page)
+            for page in with_stored(again, whole_range=False):
+                plan = plan_page(page)
                 tally(plan, *apply(plan))
 
     report.watermark_after = {"changed_at": cart_db_started.isoformat()}
