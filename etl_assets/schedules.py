@@ -11,8 +11,8 @@ from datetime import UTC, timedelta
 
 import dagster as dg
 
-from etl_assets.assets.orders import order_window
 from etl_assets.jobs import full_reconcile, product_sync_incremental, validate, warehouse_build
+from etl_assets.partitions import order_window
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sensors import order_day_requests
 from etl_assets.settings import SETTINGS

@@ -23,8 +23,8 @@ from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
 from etl_assets.alerts import Alert, AlertWebhookResource, FailedCheck, deliver
-from etl_assets.assets.orders import DAILY, order_window
 from etl_assets.jobs import cart_sync, product_sync_incremental, warehouse_build
+from etl_assets.partitions import DAILY, order_window
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.order_days import days_to_build

@@ -1,7 +1,5 @@
 """The Order service's orders: the observed source collection and its daily copy in the warehouse."""
 
-from datetime import date
-
 import dagster as dg
 import pandera.polars as pa
 from sqlalchemy.engine import Engine
@@ -13,38 +11,17 @@ from etl_assets.assets.common import (
     quarantine_metadata,
     report_metadata,
 )
+from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
-from etl_assets.settings import SETTINGS
-from etl_assets.sync.order_days import lookback_window
 from etl_assets.sync.orders import SOURCE, quarantine_undated_orders, sync_order_day
 from etl_assets.sync.warehouse import table_columns
-
-# The UTC day of an order's createdAt. Every order asset and every warehouse table shares it.
-DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
-
-# A backfill launches one run per month of days instead of one per day: on the K8sRunLauncher each run
-# is a pod, so a year costs 12 pods, not 365. The assets loop over `context.partition_keys` and replace
-# each day in its own transaction, so a failed run keeps the days it finished and its retry redoes at
-# most a month. A single run for the whole range would make every retry start over from the first day.
-DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
-
-
-def order_window(last_day: date) -> tuple[date, date]:
-    """The days whose warehouse rows order_changes, the nightly sweep and the coverage check keep in step
-    with the source: SHOP_SYNC_ORDER_LOOKBACK_DAYS up to `last_day`, none before the first partition."""
-    return lookback_window(last_day, SETTINGS.order_lookback_days, DAILY.start.date())
 
 
 class OrderSyncConfig(dg.Config):
     """Run config of warehouse/orders."""
 
     batch_size: int = 5000
-
-
-def partition_days(context: dg.AssetExecutionContext) -> list[date]:
-    """The days this run materializes: one for a daily run, up to a month in a backfill run."""
-    return [date.fromisoformat(key) for key in context.partition_keys]
 
 
 def column_schema(engine: Engine, table: str, model: type[pa.DataFrameModel]) -> dg.TableSchema:

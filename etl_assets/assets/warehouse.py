@@ -7,13 +7,8 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from etl_assets.assets.common import STORE_RETRY, partition_row_count
-from etl_assets.assets.orders import (
-    DAILY,
-    DAILY_BACKFILL,
-    column_schema,
-    partition_days,
-    warehouse_orders,
-)
+from etl_assets.assets.orders import column_schema, warehouse_orders
+from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
 from etl_assets.sync.warehouse import DayLoad, load_cart_funnel, load_daily_sales, load_product_sales

@@ -2,8 +2,9 @@
 
 import dagster as dg
 
-from etl_assets.assets.orders import DAILY, order_db_orders, order_window, warehouse_orders
+from etl_assets.assets.orders import order_db_orders, warehouse_orders
 from etl_assets.checks.common import ERROR, WARN, evaluate, run_days
+from etl_assets.partitions import DAILY, order_window
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync.reconcile.coverage import DayCoverage, order_day_coverage
 from etl_assets.sync.reconcile.integrity import orphan_order_items

@@ -7,8 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from etl_assets.assets.orders import DAILY, order_assets, order_db_orders, warehouse_orders
+from etl_assets.assets.orders import order_assets, order_db_orders, warehouse_orders
 from etl_assets.assets.warehouse import cart_funnel, daily_sales, product_sales, warehouse_assets
+from etl_assets.partitions import DAILY
 from etl_assets_tests.sync.test_orders import at, make_order
 
 DAY = date(2025, 3, 10)
