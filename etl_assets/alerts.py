@@ -1,12 +1,13 @@
 """Alerts about failed runs and failed checks: always one structured log line, optionally a webhook.
 
-The sensors in sensors.py build an `Alert` from what Dagster tells them; everything here is plain data,
-so the format is tested without a Dagster instance. Nothing secret leaves: every text is redacted
-(credentials in URLs, secret-looking query parameters) and the webhook's own URL is never logged.
+The alert sensors at the end (alert_on_run_failure, alert_on_failed_checks) build an `Alert` from what
+Dagster tells them. They are always running, whatever SHOP_SYNC_AUTOMATION_DEFAULT says: a failure must
+never go unnoticed. An `Alert` is plain data, so the format is tested without a Dagster instance.
+Nothing secret leaves: every text is redacted (credentials in URLs, secret-looking query parameters)
+and the webhook's own URL is never logged.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the sensors' resource annotations at runtime.
 import json
 import logging
 import re
@@ -18,11 +19,14 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from etl_assets.settings import ALERT_WEBHOOK_URL_ENV, AutomationSettings
+from etl_assets.jobs import WILL_RETRY_TAG
+from etl_assets.settings import ALERT_WEBHOOK_URL_ENV, SETTINGS, AutomationSettings
 
 LOG_PREFIX = "shop-sync alert "
 MAX_SUMMARY_CHARS = 500
 MAX_LISTED_CHECKS = 20
+# Dagster's own errors around the user code's error: a step error names the innermost other one.
+_DAGSTER_WRAPPERS = ("Dagster", "RetryRequested")
 
 # scheme://user:password@host or scheme://token@host: everything between :// and @ is credentials.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/@'\"]+@")
@@ -138,3 +142,97 @@ def deliver(alert: Alert, webhook: AlertWebhookResource, log: logging.Logger) ->
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or getattr(err, "code", None) or type(err).__name__
         log.warning(f"alert webhook delivery failed for run {alert.run_id}: {redact(str(reason))}")
+
+
+def failed_error_checks(instance: dg.DagsterInstance, run_id: str) -> tuple[FailedCheck, ...]:
+    """The ERROR-severity checks that failed in a run."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    evaluations = (record.event_log_entry.dagster_event.asset_check_evaluation_data for record in records)
+    return tuple(
+        FailedCheck(e.asset_key.to_user_string(), e.check_name, e.description)
+        for e in evaluations
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    )
+
+
+def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, ...]:
+    """The assets a run planned to materialize or check (a whole asset job's run selects none itself)."""
+    planned = instance.get_asset_keys_for_run(run.run_id, of_type={
+        dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
+    return tuple(sorted(key.to_user_string() for key in {*planned, *(run.asset_selection or ())}))
+
+
+def _run_url(run_id: str) -> str | None:
+    return f"{SETTINGS.ui_base_url}/runs/{run_id}" if SETTINGS.ui_base_url else None
+
+
+def _code_location(run: dg.DagsterRun) -> str | None:
+    return run.remote_job_origin.location_name if run.remote_job_origin else None
+
+
+def step_error(event: dg.DagsterEvent) -> str | None:
+    """The error a step failed with: the user code's own error, not Dagster's wrapper around it (a
+    step that used up its retries fails with RetryRequestedFromPolicy caused by the last error)."""
+    error = event.step_failure_data.error if event.step_failure_data else None
+    while error is not None and error.cause and error.cls_name and error.cls_name.startswith(_DAGSTER_WRAPPERS):
+        error = error.cause
+    if error is None:
+        return None
+    # The message starts with the exception's dotted path; the class name is enough for a reader.
+    qualified, _, text = error.message.partition(": ")
+    if text and error.cls_name and qualified.endswith(error.cls_name):
+        return f"{error.cls_name}: {text}"
+    return error.message
+
+
+@dg.run_failure_sensor(
+    minimum_interval_seconds=SETTINGS.alert_sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts on every failed run of this code location (syncs, validation, warehouse builds).",
+)
+def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_webhook: AlertWebhookResource):
+    run = context.dagster_run
+    step_failures = context.get_step_failure_events()
+    errors = [error for error in map(step_error, step_failures) if error]
+    alert = Alert(
+        kind="run_failure",
+        run_id=run.run_id,
+        job=run.job_name,
+        assets=run_assets(context.instance, run),
+        summary=errors[0] if errors else (context.failure_event.message or "the run failed"),
+        failed_steps=tuple(event.step_key for event in step_failures if event.step_key),
+        failed_checks=failed_error_checks(context.instance, run.run_id),
+        will_retry=run.tags.get(WILL_RETRY_TAG) == "true",
+        run_url=_run_url(run.run_id),
+        code_location=_code_location(run),
+    )
+    deliver(alert, alert_webhook, context.log)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    minimum_interval_seconds=SETTINGS.alert_sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts when a run succeeded but an ERROR-severity asset check in it failed (failed runs "
+    "are reported, with their failed checks, by alert_on_run_failure).",
+)
+def alert_on_failed_checks(context: dg.RunStatusSensorContext, alert_webhook: AlertWebhookResource):
+    run = context.dagster_run
+    failed = failed_error_checks(context.instance, run.run_id)
+    if not failed:
+        return dg.SkipReason(f"run {run.run_id} failed no ERROR-severity check")
+    names = ", ".join(f"{check.asset}:{check.check}" for check in failed[:5])
+    alert = Alert(
+        kind="check_failure",
+        run_id=run.run_id,
+        job=run.job_name,
+        assets=run_assets(context.instance, run),
+        summary=f"{len(failed)} ERROR-severity check(s) failed: {names}",
+        failed_checks=failed,
+        run_url=_run_url(run.run_id),
+        code_location=_code_location(run),
+    )
+    deliver(alert, alert_webhook, context.log)
+
+
+alert_sensors = [alert_on_run_failure, alert_on_failed_checks]

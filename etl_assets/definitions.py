@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from etl_assets.alerts import alert_webhook_resource
+from etl_assets.alerts import alert_sensors, alert_webhook_resource
 from etl_assets.assets.carts import cart_assets
 from etl_assets.assets.orders import order_assets
 from etl_assets.assets.products import product_assets
@@ -11,14 +11,14 @@ from etl_assets.checks import all_checks, freshness_sensor
 from etl_assets.jobs import ALL_JOBS
 from etl_assets.resources import build_resources
 from etl_assets.schedules import ALL_SCHEDULES
-from etl_assets.sensors import ALL_SENSORS
+from etl_assets.sensors import change_sensors
 from etl_assets.settings import SETTINGS
 
 defs = dg.Definitions(
     assets=[*product_assets, *cart_assets, *order_assets, *warehouse_assets],
     asset_checks=all_checks,
     jobs=ALL_JOBS,
-    sensors=[*ALL_SENSORS, freshness_sensor],
+    sensors=[*change_sensors, *alert_sensors, freshness_sensor],
     schedules=ALL_SCHEDULES,
     resources={**build_resources(), "alert_webhook": alert_webhook_resource(SETTINGS)},
 )

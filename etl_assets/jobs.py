@@ -25,6 +25,8 @@ CART_SNAPSHOTS = dg.AssetKey(["order_db", "carts"])
 CARTS_REFERENCE_ACTIVE_PRODUCTS = dg.AssetCheckKey(dg.AssetKey(["cart_db", "cart"]), "products_exist_and_active")
 WAREHOUSE_GROUP = "warehouse"
 RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
+# Set by the instance on a failed run that run_retries will launch again.
+WILL_RETRY_TAG = "dagster/will_retry"
 RECONCILE_STEP_PROCESSES = 2
 
 

@@ -1,9 +1,9 @@
-"""Sensors: source changes that launch syncs, and alerts on failed runs and failed checks.
+"""Change sensors: they launch a sync when its source changed. The alert sensors are in alerts.py, the
+freshness sensor in checks/freshness.py.
 
-Default status (docs/automation.md):
-- product_changes, cart_changes, order_changes follow SHOP_SYNC_AUTOMATION_DEFAULT (running unless set to
-  "stopped"); they only launch runs, and the run queue keeps two syncs into one store apart.
-- alert_on_run_failure, alert_on_failed_checks are always running: a failure must never go unnoticed.
+product_changes, cart_changes and order_changes follow SHOP_SYNC_AUTOMATION_DEFAULT (running unless set
+to "stopped", docs/automation.md); they only launch runs, and the run queue keeps two syncs into one
+store apart.
 
 product_changes and cart_changes keep a JSON cursor and derive their run_key from the watermark they saw;
 order_changes compares the source with the build state the warehouse records. Either way the same
@@ -22,8 +22,7 @@ from bson import ObjectId, json_util
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
-from etl_assets.alerts import Alert, AlertWebhookResource, FailedCheck, deliver
-from etl_assets.jobs import cart_sync, product_sync_incremental, warehouse_build
+from etl_assets.jobs import WILL_RETRY_TAG, cart_sync, product_sync_incremental, warehouse_build
 from etl_assets.partitions import DAILY, order_window
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
@@ -33,9 +32,6 @@ CHANGE_SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if SETTINGS.automation_run
 # A change-stream tick stops reading after this many events; the rest are read by the next tick.
 MAX_STREAM_EVENTS_PER_TICK = 10_000
 STREAM_AWAIT_MS = 200
-# Set by the instance on a failed run that run_retries will launch again.
-WILL_RETRY_TAG = "dagster/will_retry"
-_DAGSTER_WRAPPERS = ("Dagster", "RetryRequested")
 
 
 def load_cursor(context: dg.SensorEvaluationContext) -> dict[str, Any] | None:
@@ -295,97 +291,4 @@ def order_changes(context: dg.SensorEvaluationContext, order_db: MongoStoreResou
     return dg.SensorResult(run_requests=found.requests)
 
 
-# ---------- alerts ----------
-
-def failed_error_checks(instance: dg.DagsterInstance, run_id: str) -> tuple[FailedCheck, ...]:
-    """The ERROR-severity checks that failed in a run."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
-    evaluations = (record.event_log_entry.dagster_event.asset_check_evaluation_data for record in records)
-    return tuple(
-        FailedCheck(e.asset_key.to_user_string(), e.check_name, e.description)
-        for e in evaluations
-        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-    )
-
-
-def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, ...]:
-    """The assets a run planned to materialize or check (a whole asset job's run selects none itself)."""
-    planned = instance.get_asset_keys_for_run(run.run_id, of_type={
-        dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED})
-    return tuple(sorted(key.to_user_string() for key in {*planned, *(run.asset_selection or ())}))
-
-
-def _run_url(run_id: str) -> str | None:
-    return f"{SETTINGS.ui_base_url}/runs/{run_id}" if SETTINGS.ui_base_url else None
-
-
-def _code_location(run: dg.DagsterRun) -> str | None:
-    return run.remote_job_origin.location_name if run.remote_job_origin else None
-
-
-def step_error(event: dg.DagsterEvent) -> str | None:
-    """The error a step failed with: the user code's own error, not Dagster's wrapper around it (a
-    step that used up its retries fails with RetryRequestedFromPolicy caused by the last error)."""
-    error = event.step_failure_data.error if event.step_failure_data else None
-    while error is not None and error.cause and error.cls_name and error.cls_name.startswith(_DAGSTER_WRAPPERS):
-        error = error.cause
-    if error is None:
-        return None
-    # The message starts with the exception's dotted path; the class name is enough for a reader.
-    qualified, _, text = error.message.partition(": ")
-    if text and error.cls_name and qualified.endswith(error.cls_name):
-        return f"{error.cls_name}: {text}"
-    return error.message
-
-
-@dg.run_failure_sensor(
-    minimum_interval_seconds=SETTINGS.alert_sensor_interval_s,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts on every failed run of this code location (syncs, validation, warehouse builds).",
-)
-def alert_on_run_failure(context: dg.RunFailureSensorContext, alert_webhook: AlertWebhookResource):
-    run = context.dagster_run
-    step_failures = context.get_step_failure_events()
-    errors = [error for error in map(step_error, step_failures) if error]
-    alert = Alert(
-        kind="run_failure",
-        run_id=run.run_id,
-        job=run.job_name,
-        assets=run_assets(context.instance, run),
-        summary=errors[0] if errors else (context.failure_event.message or "the run failed"),
-        failed_steps=tuple(event.step_key for event in step_failures if event.step_key),
-        failed_checks=failed_error_checks(context.instance, run.run_id),
-        will_retry=run.tags.get(WILL_RETRY_TAG) == "true",
-        run_url=_run_url(run.run_id),
-        code_location=_code_location(run),
-    )
-    deliver(alert, alert_webhook, context.log)
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    minimum_interval_seconds=SETTINGS.alert_sensor_interval_s,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Alerts when a run succeeded but an ERROR-severity asset check in it failed (failed runs "
-    "are reported, with their failed checks, by alert_on_run_failure).",
-)
-def alert_on_failed_checks(context: dg.RunStatusSensorContext, alert_webhook: AlertWebhookResource):
-    run = context.dagster_run
-    failed = failed_error_checks(context.instance, run.run_id)
-    if not failed:
-        return dg.SkipReason(f"run {run.run_id} failed no ERROR-severity check")
-    names = ", ".join(f"{check.asset}:{check.check}" for check in failed[:5])
-    alert = Alert(
-        kind="check_failure",
-        run_id=run.run_id,
-        job=run.job_name,
-        assets=run_assets(context.instance, run),
-        summary=f"{len(failed)} ERROR-severity check(s) failed: {names}",
-        failed_checks=failed,
-        run_url=_run_url(run.run_id),
-        code_location=_code_location(run),
-    )
-    deliver(alert, alert_webhook, context.log)
-
-
-ALL_SENSORS = [product_changes, cart_changes, order_changes, alert_on_run_failure, alert_on_failed_checks]
+change_sensors = [product_changes, cart_changes, order_changes]

@@ -21,6 +21,8 @@ from etl_assets.alerts import (
     Alert,
     AlertWebhookResource,
     FailedCheck,
+    alert_on_failed_checks,
+    alert_on_run_failure,
     alert_webhook_resource,
     deliver,
     redact,
@@ -30,7 +32,6 @@ from etl_assets.assets.products import product_assets
 from etl_assets.checks import all_checks
 from etl_assets.jobs import full_reconcile, product_sync_incremental
 from etl_assets.resources import CART_DB, PRODUCT_DB, MongoStoreResource, PostgresStoreResource
-from etl_assets.sensors import alert_on_failed_checks, alert_on_run_failure
 from etl_assets.settings import ALERT_WEBHOOK_URL_ENV, SETTINGS
 
 
