@@ -26,8 +26,10 @@ import dagster as dg
 import sqlalchemy as sa
 
 from dev import demo_data
+from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.orders import warehouse_orders
-from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
+from etl_assets.assets.products import cart_db_product
+from etl_assets.jobs import sync_run_config
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets.sync.carts import DELETED_AT, LIVE
 from etl_assets.sync.orders import day_window
@@ -41,6 +43,8 @@ QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # What a step raises when a blocking check on its asset failed: the data is at fault, not the demo.
 BLOCKING_CHECK_FAILED = "DagsterAssetCheckFailedError"
 ORDERS = warehouse_orders.key
+PRODUCT_COPY = cart_db_product.key
+CART_SNAPSHOTS = order_db_carts.key
 
 
 @dataclass

@@ -19,6 +19,7 @@ import dagster as dg
 from etl_assets.assets.common import STORE_RETRY, quarantine_metadata, report_metadata
 from etl_assets.assets.products import (
     allow_mass_deactivation_field,
+    cart_db_product,
     override_run_config,
     refused_deactivation,
 )
@@ -28,8 +29,6 @@ from etl_assets.settings import SETTINGS
 from etl_assets.sync.guard import MassDeactivationRefused
 from etl_assets.sync.product_ranges import finish_ranges, plan_ranges, sync_range
 from etl_assets.sync.products import BATCH_SIZE, SOURCE, active_rows
-
-PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
 
 
 class RangeSyncConfig(dg.Config):
@@ -77,7 +76,7 @@ def _finish_op(ranges: int, tags: dict[str, str]) -> dg.OpDefinition:
             report = finish_ranges(cart_db.engine(), warehouse.engine(), run_id=context.run.run_id, guard=guard)
         except MassDeactivationRefused as refused:
             raise refused_deactivation(context, refused, override_run_config(context.op_def.name)) from refused
-        context.log_event(dg.AssetMaterialization(asset_key=PRODUCT_COPY, metadata={
+        context.log_event(dg.AssetMaterialization(asset_key=cart_db_product.key, metadata={
             **report_metadata(report), "dagster/row_count": active_rows(cart_db.engine()),
             **quarantine_metadata(warehouse.engine(), SOURCE), "ranges": ranges,
         }))

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from etl_assets.assets.carts import order_db_carts
+from etl_assets.assets.products import cart_db_product
+from etl_assets.checks.carts import carts_reference_active_products
 from etl_assets.fanout import product_sync_fanout_job
 from etl_assets.k8s import profile_tags
 from etl_assets.settings import SETTINGS
 
-PRODUCT_COPY = dg.AssetKey(["cart_db", "product"])
-CART_SNAPSHOTS = dg.AssetKey(["order_db", "carts"])
-# Runs after the product sync in full_reconcile: carts pointing at products a full sync deactivated.
-CARTS_REFERENCE_ACTIVE_PRODUCTS = dg.AssetCheckKey(dg.AssetKey(["cart_db", "cart"]), "products_exist_and_active")
 WAREHOUSE_GROUP = "warehouse"
 RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 # Set by the instance on a failed run that run_retries will launch again.
@@ -43,8 +42,8 @@ def sync_run_config(mode: str, *asset_keys: dg.AssetKey) -> dict:
 product_sync_incremental = dg.define_asset_job(
     "product_sync_incremental",
     executor_def=dg.in_process_executor,
-    selection=dg.AssetSelection.assets(PRODUCT_COPY).without_checks(),
-    config=sync_run_config("incremental", PRODUCT_COPY),
+    selection=dg.AssetSelection.assets(cart_db_product).without_checks(),
+    config=sync_run_config("incremental", cart_db_product.key),
     description="Copy products changed since the watermark into the cart database.",
     tags={**profile_tags("small", target="cart_db"), **RUN_RETRIES},
 )
@@ -52,8 +51,8 @@ product_sync_incremental = dg.define_asset_job(
 cart_sync = dg.define_asset_job(
     "cart_sync",
     executor_def=dg.in_process_executor,
-    selection=dg.AssetSelection.assets(CART_SNAPSHOTS).without_checks(),
-    config=sync_run_config("incremental", CART_SNAPSHOTS),
+    selection=dg.AssetSelection.assets(order_db_carts).without_checks(),
+    config=sync_run_config("incremental", order_db_carts.key),
     description="Refresh the Order MongoDB cart snapshots of carts (or their products) that changed.",
     tags={**profile_tags("small", target="order_db_carts"), **RUN_RETRIES},
 )
@@ -61,9 +60,11 @@ cart_sync = dg.define_asset_job(
 full_reconcile = dg.define_asset_job(
     "full_reconcile",
     executor_def=step_processes(RECONCILE_STEP_PROCESSES),
-    selection=dg.AssetSelection.assets(PRODUCT_COPY, CART_SNAPSHOTS)
-    | dg.AssetSelection.checks(CARTS_REFERENCE_ACTIVE_PRODUCTS),
-    config=sync_run_config("full", PRODUCT_COPY, CART_SNAPSHOTS),
+    # The carts' products_exist_and_active runs after the product sync: carts pointing at products a
+    # full sync deactivated.
+    selection=dg.AssetSelection.assets(cart_db_product, order_db_carts)
+    | dg.AssetSelection.checks(carts_reference_active_products),
+    config=sync_run_config("full", cart_db_product.key, order_db_carts.key),
     description="Full product sync and cart sync, with every check of both assets (a wiped copy fails "
     "in_sync_with_catalog and active_rows_did_not_drop) and the carts' products_exist_and_active.",
     tags={**profile_tags("large", target="cart_db"), **RUN_RETRIES},

@@ -5,6 +5,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from etl_assets.assets.common import STORE_RETRY, SyncConfig, quarantine_metadata, report_metadata
+from etl_assets.assets.products import cart_db_product
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.carts import CartSnapshot
 from etl_assets.sync.carts import COLLECTION, LIVE, SOURCE, sync_carts
@@ -42,7 +43,7 @@ def _snapshot_schema() -> dg.TableSchema:
     kinds={"postgres", "mongodb"},
     pool="order_db_carts",
     retry_policy=STORE_RETRY,
-    deps=[dg.AssetKey(["cart_db", "product"]), cart_db_cart],
+    deps=[cart_db_product, cart_db_cart],
     description="One snapshot per cart (cart joined with its product, total = price × quantity) in Order "
                 "MongoDB `carts`; the cart row wins, guarded by read time. A deleted cart's snapshot is marked "
                 "`deletedAt`, never removed. Invalid carts go to the warehouse quarantine.",

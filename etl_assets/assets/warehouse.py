@@ -6,14 +6,13 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
+from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.common import STORE_RETRY, partition_row_count
 from etl_assets.assets.orders import column_schema, warehouse_orders
 from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
 from etl_assets.sync.warehouse import DayLoad, load_cart_funnel, load_daily_sales, load_product_sales
-
-ORDER_DB_CARTS = dg.AssetKey(["order_db", "carts"])
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -104,7 +103,7 @@ def product_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreRes
 
 @dg.asset(
     key=["warehouse", "cart_funnel"],
-    deps=[warehouse_orders, ORDER_DB_CARTS],
+    deps=[warehouse_orders, order_db_carts],
     kinds={"mongodb", "postgres", "polars"},
     description="Active, abandoned and converted carts at the end of each UTC day. A cart converts when its "
     "user orders its product at or after the cart's creation; it is abandoned when idle longer than "

@@ -16,7 +16,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY
+from etl_assets.assets.carts import order_db_carts
+from etl_assets.assets.products import cart_db_product
 from etl_assets.settings import PREFIX, SettingsError
 
 
@@ -32,8 +33,8 @@ def build_freshness_checks(product_copy_window: timedelta, cart_snapshots_window
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.SupersessionWarning)
         return [
-            *dg.build_last_update_freshness_checks(assets=[PRODUCT_COPY], lower_bound_delta=product_copy_window),
-            *dg.build_last_update_freshness_checks(assets=[CART_SNAPSHOTS],
+            *dg.build_last_update_freshness_checks(assets=[cart_db_product], lower_bound_delta=product_copy_window),
+            *dg.build_last_update_freshness_checks(assets=[order_db_carts],
                                                    lower_bound_delta=cart_snapshots_window),
         ]
 

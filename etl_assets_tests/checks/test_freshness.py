@@ -6,8 +6,9 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from etl_assets.assets.carts import order_db_carts
+from etl_assets.assets.products import cart_db_product
 from etl_assets.checks.freshness import build_freshness_checks, window_from_env
-from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY
 from etl_assets.settings import SettingsError
 from etl_assets_tests.checks.harness import evaluate_checks
 
@@ -20,7 +21,7 @@ def test_the_copy_is_fresh_after_a_sync_and_stale_once_the_window_has_passed(sto
         never = evaluate_checks(stores.resources(), *checks, instance=instance)
         assert not never[PRODUCT_FRESHNESS].passed and never[PRODUCT_FRESHNESS].severity == dg.AssetCheckSeverity.WARN
         assert not never["order_db/carts:freshness_check"].passed
-        for key in (PRODUCT_COPY, CART_SNAPSHOTS):
+        for key in (cart_db_product.key, order_db_carts.key):
             instance.report_runless_asset_event(dg.AssetMaterialization(key))
         fresh = evaluate_checks(stores.resources(), *checks, instance=instance)
         assert fresh[PRODUCT_FRESHNESS].passed and fresh["order_db/carts:freshness_check"].passed

@@ -8,8 +8,10 @@ whose config turns retries off.
 
 import dagster as dg
 
+from etl_assets.assets.carts import order_db_carts
+from etl_assets.assets.products import cart_db_product
 from etl_assets.definitions import defs
-from etl_assets.jobs import CART_SNAPSHOTS, PRODUCT_COPY, sync_run_config
+from etl_assets.jobs import sync_run_config
 
 NO_RETRIES = {"execution": {"config": {"retries": {"disabled": {}}}}}
 
@@ -23,8 +25,8 @@ def cart_sync_job() -> dg.JobDefinition:
 
 
 JOBS = {
-    "product_sync_incremental": (product_sync_job, PRODUCT_COPY),
-    "cart_sync": (cart_sync_job, CART_SNAPSHOTS),
+    "product_sync_incremental": (product_sync_job, cart_db_product.key),
+    "cart_sync": (cart_sync_job, order_db_carts.key),
 }
 
 
