@@ -19,7 +19,7 @@ from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.products import cart_db_product
 from etl_assets.checks.carts import carts_reference_active_products
 from etl_assets.fanout import product_sync_fanout_job
-from etl_assets.k8s import profile_tags
+from etl_assets.k8s import CART_DB_TARGET, ORDER_DB_CARTS_TARGET, WAREHOUSE_TARGET, profile_tags
 from etl_assets.settings import SETTINGS
 
 WAREHOUSE_GROUP = "warehouse"
@@ -45,7 +45,7 @@ product_sync_incremental = dg.define_asset_job(
     selection=dg.AssetSelection.assets(cart_db_product).without_checks(),
     config=sync_run_config("incremental", cart_db_product.key),
     description="Copy products changed since the watermark into the cart database.",
-    tags={**profile_tags("small", target="cart_db"), **RUN_RETRIES},
+    tags={**profile_tags("small", target=CART_DB_TARGET), **RUN_RETRIES},
 )
 
 cart_sync = dg.define_asset_job(
@@ -54,7 +54,7 @@ cart_sync = dg.define_asset_job(
     selection=dg.AssetSelection.assets(order_db_carts).without_checks(),
     config=sync_run_config("incremental", order_db_carts.key),
     description="Refresh the Order MongoDB cart snapshots of carts (or their products) that changed.",
-    tags={**profile_tags("small", target="order_db_carts"), **RUN_RETRIES},
+    tags={**profile_tags("small", target=ORDER_DB_CARTS_TARGET), **RUN_RETRIES},
 )
 
 full_reconcile = dg.define_asset_job(
@@ -67,7 +67,7 @@ full_reconcile = dg.define_asset_job(
     config=sync_run_config("full", cart_db_product.key, order_db_carts.key),
     description="Full product sync and cart sync, with every check of both assets (a wiped copy fails "
     "in_sync_with_catalog and active_rows_did_not_drop) and the carts' products_exist_and_active.",
-    tags={**profile_tags("large", target="cart_db"), **RUN_RETRIES},
+    tags={**profile_tags("large", target=CART_DB_TARGET), **RUN_RETRIES},
 )
 
 validate = dg.define_asset_job(
@@ -83,13 +83,13 @@ warehouse_build = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     selection=dg.AssetSelection.groups("orders", WAREHOUSE_GROUP),
     description="Load one day of orders and rebuild that day's analytics tables.",
-    tags={**profile_tags("medium", target="warehouse"), **RUN_RETRIES},
+    tags={**profile_tags("medium", target=WAREHOUSE_TARGET), **RUN_RETRIES},
 )
 
 # Its step processes (locally) or step pods: one per range, all at once.
 product_sync_fanout = product_sync_fanout_job(
     SETTINGS.product_sync_ranges, on_kubernetes=SETTINGS.fanout_on_kubernetes,
-    tags={**profile_tags("large", target="cart_db"), **RUN_RETRIES},
+    tags={**profile_tags("large", target=CART_DB_TARGET), **RUN_RETRIES},
 )
 
 ALL_JOBS = [product_sync_incremental, cart_sync, full_reconcile, validate, warehouse_build, product_sync_fanout]

@@ -23,9 +23,14 @@ K8S_CONFIG_TAG = "dagster-k8s/config"
 PROFILE_TAG = "shop-sync/profile"
 TARGET_TAG = "shop-sync/target"
 
+# The stores a sync writes. Each names both a run-queue target (a job's TARGET_TAG) and the pool of the
+# assets that write that store: the queue keeps two sync runs apart, the pool two steps of any runs.
+CART_DB_TARGET = "cart_db"
+ORDER_DB_CARTS_TARGET = "order_db_carts"
+WAREHOUSE_TARGET = "warehouse"
 # Every value must have a tag concurrency limit in dagster.yaml and helm-values/values.yaml, or two
 # syncs into that store could run at once; test_instance checks both.
-SYNC_TARGETS = ("cart_db", "order_db_carts", "warehouse")
+SYNC_TARGETS = (CART_DB_TARGET, ORDER_DB_CARTS_TARGET, WAREHOUSE_TARGET)
 
 # Pods a step-isolated run may have at once; the run itself is one more pod.
 STEP_PODS_PER_RUN = 4

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from etl_assets.assets.common import STORE_RETRY, SyncConfig, quarantine_metadata, report_metadata
 from etl_assets.assets.products import cart_db_product
+from etl_assets.k8s import ORDER_DB_CARTS_TARGET
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.carts import CartSnapshot
 from etl_assets.sync.carts import COLLECTION, LIVE, SOURCE, sync_carts
@@ -41,7 +42,7 @@ def _snapshot_schema() -> dg.TableSchema:
     key=["order_db", "carts"],
     group_name="carts",
     kinds={"postgres", "mongodb"},
-    pool="order_db_carts",
+    pool=ORDER_DB_CARTS_TARGET,
     retry_policy=STORE_RETRY,
     deps=[cart_db_product, cart_db_cart],
     description="One snapshot per cart (cart joined with its product, total = price × quantity) in Order "

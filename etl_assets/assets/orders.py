@@ -11,6 +11,7 @@ from etl_assets.assets.common import (
     quarantine_metadata,
     report_metadata,
 )
+from etl_assets.k8s import WAREHOUSE_TARGET
 from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
@@ -51,7 +52,7 @@ def order_db_orders(order_db: MongoStoreResource) -> dg.ObserveResult:
     deps=[order_db_orders],
     partitions_def=DAILY,
     backfill_policy=DAILY_BACKFILL,
-    pool="warehouse",
+    pool=WAREHOUSE_TARGET,
     retry_policy=STORE_RETRY,
     kinds={"mongodb", "postgres", "polars"},
     description="The valid orders of each UTC day (tables `orders` and `order_items`); invalid ones are "

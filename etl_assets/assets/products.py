@@ -12,6 +12,7 @@ from etl_assets.assets.common import (
     quarantine_metadata,
     report_metadata,
 )
+from etl_assets.k8s import CART_DB_TARGET
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.guard import MassDeactivationRefused
@@ -89,7 +90,7 @@ def product_db_products(product_db: MongoStoreResource) -> dg.ObserveResult:
     deps=[product_db_products],
     group_name="products",
     kinds={"mongodb", "postgres", "polars"},
-    pool="cart_db",
+    pool=CART_DB_TARGET,
     retry_policy=STORE_RETRY,
     metadata={"dagster/column_schema": PRODUCT_COLUMNS, "dagster/table_name": "cart.public.product"},
     description="The cart service's copy of the catalog (Cart PostgreSQL `product`): inserts new "

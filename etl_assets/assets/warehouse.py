@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.common import STORE_RETRY, partition_row_count
 from etl_assets.assets.orders import column_schema, warehouse_orders
+from etl_assets.k8s import WAREHOUSE_TARGET
 from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
@@ -42,7 +43,7 @@ _COMMON = {
     "group_name": "warehouse",
     "partitions_def": DAILY,
     "backfill_policy": DAILY_BACKFILL,
-    "pool": "warehouse",
+    "pool": WAREHOUSE_TARGET,
     "retry_policy": STORE_RETRY,
 }
 
