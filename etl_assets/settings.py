@@ -1,5 +1,5 @@
-"""Automation settings (sensor intervals, cron strings, time zones) and the product sync's
-mass-deactivation guard, read once from the environment.
+"""Every SHOP_SYNC_* setting, read once from the environment: automation (sensor intervals, cron
+strings, time zones), the product sync's mass-deactivation guard and the freshness checks' windows.
 
 Every variable is optional; the defaults are production's. docs/automation.md lists them. Store
 connections and the alert webhook URL are resources configured through dg.EnvVar instead (resources.py,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from etl_assets.sync.guard import DEFAULT_FLOOR, DEFAULT_MAX_SHARE, DeactivationGuard
 
@@ -56,6 +57,10 @@ class AutomationSettings:
     # more than the floor when that is larger; the check active_rows_did_not_drop uses the same limit.
     max_deactivation_share: float = DEFAULT_MAX_SHARE
     deactivation_floor: int = DEFAULT_FLOOR
+    # The freshness checks' windows (checks/freshness.py): the incremental product sync runs every 15
+    # minutes; the nightly full reconcile rebuilds the cart snapshots at least once a day.
+    product_copy_freshness: timedelta = timedelta(minutes=60)
+    cart_snapshots_freshness: timedelta = timedelta(minutes=25 * 60)
 
     def deactivation_guard(self, *, allow_mass_deactivation: bool = False) -> DeactivationGuard:
         return DeactivationGuard(self.max_deactivation_share, self.deactivation_floor, allow_mass_deactivation)
@@ -72,11 +77,14 @@ class AutomationSettings:
         def text(name: str, default: str) -> str:
             return env.get(PREFIX + name.upper(), default).strip() or default
 
-        def positive_int(name: str, default: int) -> int:
+        def positive_int(name: str, default: int, what: str = "integer") -> int:
             raw = text(name, str(default))
             if not raw.isdigit() or int(raw) < 1:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be a positive integer, not {raw!r}")
+                raise SettingsError(f"{PREFIX}{name.upper()} must be a positive {what}, not {raw!r}")
             return int(raw)
+
+        def minutes(name: str, default: timedelta) -> timedelta:
+            return timedelta(minutes=positive_int(name, default // timedelta(minutes=1), "number of minutes"))
 
         def flag(name: str, default: bool) -> bool:
             raw = text(name, "true" if default else "false").lower()
@@ -128,6 +136,8 @@ class AutomationSettings:
             fanout_on_kubernetes=flag("fanout_on_kubernetes", defaults.fanout_on_kubernetes),
             max_deactivation_share=share("max_deactivation_share", defaults.max_deactivation_share),
             deactivation_floor=count("deactivation_floor", defaults.deactivation_floor),
+            product_copy_freshness=minutes("product_copy_freshness_minutes", defaults.product_copy_freshness),
+            cart_snapshots_freshness=minutes("cart_snapshots_freshness_minutes", defaults.cart_snapshots_freshness),
         )
 
 

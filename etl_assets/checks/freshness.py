@@ -1,5 +1,5 @@
 """Freshness of the two synced copies, with Dagster's own machinery: a last-update check per asset,
-evaluated by a sensor (and by the validate job), against a window set in the environment.
+evaluated by a sensor (and by the validate job), against a window set in the environment (settings.py).
 
 Dagster 1.13 marks these builders as superseded by FreshnessPolicy on the assets. A policy reports
 freshness as asset health, not as a check; these report it as check results, with the other checks, in
@@ -10,7 +10,6 @@ SHOP_SYNC_CART_SNAPSHOTS_FRESHNESS_MINUTES (default 1500): the cart sync runs wh
 nightly full reconcile rebuilds the snapshots at least once a day.
 """
 
-import os
 import warnings
 from datetime import timedelta
 
@@ -18,14 +17,7 @@ import dagster as dg
 
 from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.products import cart_db_product
-from etl_assets.settings import PREFIX, SettingsError
-
-
-def window_from_env(name: str, default_minutes: int) -> timedelta:
-    raw = os.environ.get(PREFIX + name, "").strip() or str(default_minutes)
-    if not raw.isdigit() or int(raw) < 1:
-        raise SettingsError(f"{PREFIX}{name} must be a positive number of minutes, not {raw!r}")
-    return timedelta(minutes=int(raw))
+from etl_assets.settings import SETTINGS
 
 
 def build_freshness_checks(product_copy_window: timedelta, cart_snapshots_window: timedelta) -> list:
@@ -39,10 +31,7 @@ def build_freshness_checks(product_copy_window: timedelta, cart_snapshots_window
         ]
 
 
-freshness_checks = build_freshness_checks(
-    window_from_env("PRODUCT_COPY_FRESHNESS_MINUTES", 60),
-    window_from_env("CART_SNAPSHOTS_FRESHNESS_MINUTES", 25 * 60),
-)
+freshness_checks = build_freshness_checks(SETTINGS.product_copy_freshness, SETTINGS.cart_snapshots_freshness)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.SupersessionWarning)

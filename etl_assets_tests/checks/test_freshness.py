@@ -8,8 +8,8 @@ import pytest
 
 from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.products import cart_db_product
-from etl_assets.checks.freshness import build_freshness_checks, window_from_env
-from etl_assets.settings import SettingsError
+from etl_assets.checks.freshness import build_freshness_checks
+from etl_assets.settings import AutomationSettings, SettingsError
 from etl_assets_tests.checks.harness import evaluate_checks
 
 PRODUCT_FRESHNESS = "cart_db/product:freshness_check"
@@ -30,10 +30,9 @@ def test_the_copy_is_fresh_after_a_sync_and_stale_once_the_window_has_passed(sto
         assert not stale[PRODUCT_FRESHNESS].passed and stale["order_db/carts:freshness_check"].passed
 
 
-def test_the_window_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv("SHOP_SYNC_PRODUCT_COPY_FRESHNESS_MINUTES", "90")
-    assert window_from_env("PRODUCT_COPY_FRESHNESS_MINUTES", 60) == timedelta(minutes=90)
-    assert window_from_env("CART_SNAPSHOTS_FRESHNESS_MINUTES", 1500) == timedelta(hours=25)
-    monkeypatch.setenv("SHOP_SYNC_PRODUCT_COPY_FRESHNESS_MINUTES", "soon")
+def test_the_window_comes_from_the_environment():
+    settings = AutomationSettings.from_env({"SHOP_SYNC_PRODUCT_COPY_FRESHNESS_MINUTES": "90"})
+    assert settings.product_copy_freshness == timedelta(minutes=90)
+    assert settings.cart_snapshots_freshness == timedelta(hours=25)
     with pytest.raises(SettingsError, match="SHOP_SYNC_PRODUCT_COPY_FRESHNESS_MINUTES must be a positive number"):
-        window_from_env("PRODUCT_COPY_FRESHNESS_MINUTES", 60)
+        AutomationSettings.from_env({"SHOP_SYNC_PRODUCT_COPY_FRESHNESS_MINUTES": "soon"})
