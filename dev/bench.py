@@ -456,11 +456,11 @@ def validate_checks() -> list[str]:
 def job_profiles() -> dict[str, tuple[str, int, str]]:
     """Each named job's profile, that profile's memory limit in bytes, and the job's executor."""
     from etl_assets.definitions import defs
-    from etl_assets.jobs import ALL_JOBS
+    from etl_assets.jobs import all_jobs
     from etl_assets.k8s import PROFILE_TAG, PROFILES
 
     profiles = {}
-    for job in ALL_JOBS:
+    for job in all_jobs:
         profile = job.tags[PROFILE_TAG]
         executor = defs.resolve_job_def(job.name).executor_def.name
         profiles[job.name] = (profile, memory_bytes(PROFILES[profile].limits_memory), executor)

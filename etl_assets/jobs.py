@@ -92,4 +92,4 @@ product_sync_fanout = product_sync_fanout_job(
     tags={**profile_tags("large", target=CART_DB_TARGET), **RUN_RETRIES},
 )
 
-ALL_JOBS = [product_sync_incremental, cart_sync, full_reconcile, validate, warehouse_build, product_sync_fanout]
+all_jobs = [product_sync_incremental, cart_sync, full_reconcile, validate, warehouse_build, product_sync_fanout]

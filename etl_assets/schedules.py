@@ -72,7 +72,7 @@ def warehouse_build_schedule(
     return requests
 
 
-ALL_SCHEDULES = [
+all_schedules = [
     product_sync_incremental_schedule,
     full_reconcile_schedule,
     validate_schedule,

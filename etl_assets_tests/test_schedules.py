@@ -11,11 +11,11 @@ import pytest
 
 from etl_assets.alerts import alert_sensors
 from etl_assets.definitions import defs
-from etl_assets.schedules import ALL_SCHEDULES
+from etl_assets.schedules import all_schedules
 from etl_assets.sensors import change_sensors
 from etl_assets.settings import SETTINGS, AutomationSettings, SettingsError
 
-SCHEDULE_NAMES = [schedule.name for schedule in ALL_SCHEDULES]
+SCHEDULE_NAMES = [schedule.name for schedule in all_schedules]
 SENSOR_NAMES = [sensor.name for sensor in [*change_sensors, *alert_sensors]]
 
 

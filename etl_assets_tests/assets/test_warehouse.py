@@ -13,7 +13,7 @@ from etl_assets.partitions import DAILY
 from etl_assets_tests.sync.test_orders import at, make_order
 
 DAY = date(2025, 3, 10)
-ALL_DAILY = [warehouse_orders, daily_sales, product_sales, cart_funnel]
+daily_assets = [warehouse_orders, daily_sales, product_sales, cart_funnel]
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dict]:
@@ -52,7 +52,7 @@ def test_a_day_materializes_with_its_metadata(stores) -> None:
     ])
     stores.order_db.carts.insert_one({"cartId": "c1", "userId": "u1", "productId": "p1",
                                       "createdAt": at(DAY, 0), "updatedAt": at(DAY, 0)})
-    result = dg.materialize(ALL_DAILY, partition_key=DAY.isoformat(), resources=stores.resources())
+    result = dg.materialize(daily_assets, partition_key=DAY.isoformat(), resources=stores.resources())
     assert result.success
     metadata = materializations(result)
     day = DAY.isoformat()
@@ -93,7 +93,7 @@ def test_rerunning_a_daily_sales_partition_is_idempotent(stores) -> None:
 def test_a_backfill_run_materializes_every_day_of_its_range(stores) -> None:
     days = [DAY + timedelta(days=n) for n in range(3)]
     stores.order_db.orders.insert_many([make_order(at(day, 12)) for day in days[:2]])
-    result = dg.materialize(ALL_DAILY, resources=stores.resources(), tags={
+    result = dg.materialize(daily_assets, resources=stores.resources(), tags={
         "dagster/asset_partition_range_start": days[0].isoformat(),
         "dagster/asset_partition_range_end": days[-1].isoformat(),
     })

@@ -9,7 +9,7 @@ from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.sync.stores import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
 from etl_assets_tests.checks.harness import evaluate_checks, metadata
 
-REACHABLE = [check for check in store_checks if check.check_key.name == "store_reachable"]
+reachable_checks = [check for check in store_checks if check.check_key.name == "store_reachable"]
 
 
 def unreachable_mongo(database: str, store: str) -> MongoStoreResource:
@@ -25,7 +25,7 @@ def unreachable_postgres(socket_dir: Path, migrations: str, store: str) -> Postg
 
 
 def test_every_store_answers(stores):
-    checks = evaluate_checks(stores.resources(), *REACHABLE)
+    checks = evaluate_checks(stores.resources(), *reachable_checks)
     assert sorted(checks) == ["cart_db/cart:store_reachable", "order_db/orders:store_reachable",
                               "product_db/products:store_reachable", "warehouse/orders:store_reachable"]
     for check in checks.values():
@@ -38,7 +38,7 @@ def test_a_store_that_is_down_fails_the_checks_that_need_it_with_its_name_and_wh
         "order_db": unreachable_mongo("orders", ORDER_DB),
         "warehouse": unreachable_postgres(tmp_path, "warehouse", WAREHOUSE),
     }
-    checks = evaluate_checks(resources, *REACHABLE, cart_snapshots_in_sync)
+    checks = evaluate_checks(resources, *reachable_checks, cart_snapshots_in_sync)
     assert checks["product_db/products:store_reachable"].passed
     assert checks["cart_db/cart:store_reachable"].passed
     for key, store in [("order_db/orders:store_reachable", ORDER_DB), ("warehouse/orders:store_reachable", WAREHOUSE),
@@ -55,7 +55,7 @@ def test_the_product_and_cart_stores_down_fail_their_checks_too(stores, tmp_path
         "product_db": unreachable_mongo("products", PRODUCT_DB),
         "cart_db": unreachable_postgres(tmp_path, "cart_db", CART_DB),
     }
-    checks = evaluate_checks(resources, *REACHABLE)
+    checks = evaluate_checks(resources, *reachable_checks)
     for key, store in [("product_db/products:store_reachable", PRODUCT_DB), ("cart_db/cart:store_reachable", CART_DB)]:
         assert not checks[key].passed and checks[key].description.startswith(f"{store} is unavailable: ")
     assert checks["order_db/orders:store_reachable"].passed
