@@ -5,8 +5,9 @@ A job carries `profile_tags(...)`: its run pod gets the profile's requests and l
 store apart. dagster-k8s deep-merges the tag onto the instance's `run_k8s_config`, so a profile only
 states resources; the security context, volumes and annotations come from the instance.
 
-A job that needs a pod per step uses `step_isolated_executor`; its run-level tags do not reach the step
-pods, so ops or assets that need more than the instance default carry `step_op_tags(...)`.
+A job that needs a pod per step (product_sync_fanout on Kubernetes) uses `step_isolated_executor`; its
+run-level tags do not reach the step pods, so ops that need more than the instance default carry
+`step_op_tags(...)`.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ WAREHOUSE_TARGET = "warehouse"
 # Every value must have a tag concurrency limit in dagster.yaml and helm-values/values.yaml, or two
 # syncs into that store could run at once; test_instance checks both.
 SYNC_TARGETS = (CART_DB_TARGET, ORDER_DB_CARTS_TARGET, WAREHOUSE_TARGET)
-
-# Pods a step-isolated run may have at once; the run itself is one more pod.
-STEP_PODS_PER_RUN = 4
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ def step_op_tags(profile: str) -> dict[str, str]:
     return {K8S_CONFIG_TAG: json.dumps(k8s_config(profile))}
 
 
-def step_isolated_executor(max_concurrent: int = STEP_PODS_PER_RUN) -> dg.ExecutorDefinition:
+def step_isolated_executor(max_concurrent: int) -> dg.ExecutorDefinition:
     """k8s_job_executor bounded to `max_concurrent` step pods per run. Namespace, image, secrets, service
     account and the default resources come from the instance's K8sRunLauncher."""
     from dagster_k8s import k8s_job_executor  # here, not at import: see K8S_CONFIG_TAG

@@ -38,7 +38,6 @@ from etl_assets.k8s import (
     K8S_CONFIG_TAG,
     PROFILE_TAG,
     PROFILES,
-    STEP_PODS_PER_RUN,
     profile_tags,
     step_isolated_executor,
     step_op_tags,
@@ -47,6 +46,7 @@ from etl_assets_tests.test_helm_values import validate_strictly
 from etl_assets_tests.test_instance import production_instance
 
 CODE_LOCATION_MODULE = "etl_assets.definitions"
+STEP_PODS = 4
 # What the user-code server reports as its image (DAGSTER_CURRENT_IMAGE); runs inherit it.
 IMAGE = "registry.example.com/shop-sync:test"
 NAMESPACE = "shop-sync"
@@ -199,7 +199,7 @@ def light_step(value: int) -> int:
     return value
 
 
-@dg.job(executor_def=step_isolated_executor(), tags=profile_tags("small"))
+@dg.job(executor_def=step_isolated_executor(STEP_PODS), tags=profile_tags("small"))
 def step_isolated_job() -> None:
     light_step(heavy_step())
 
@@ -226,7 +226,7 @@ def test_step_pod_under_the_step_isolated_executor(
 ) -> None:
     """Job-level tags do not reach step pods: a step gets its op's profile or the instance default."""
     executor = step_executor(instance)
-    assert executor._max_concurrent == STEP_PODS_PER_RUN
+    assert executor._max_concurrent == STEP_PODS
     recon_job = reconstructable(step_isolated_job)
     origin = recon_job.get_python_origin()
     # The code location reports its image; a run worker passes it on to the steps it starts.
