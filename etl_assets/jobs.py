@@ -16,13 +16,14 @@ from __future__ import annotations
 import dagster as dg
 
 from etl_assets.assets.carts import order_db_carts
+from etl_assets.assets.orders import warehouse_orders
 from etl_assets.assets.products import cart_db_product
+from etl_assets.assets.warehouse import warehouse_assets
 from etl_assets.checks.carts import carts_reference_active_products
 from etl_assets.fanout import product_sync_fanout_job
 from etl_assets.k8s import CART_DB_TARGET, ORDER_DB_CARTS_TARGET, WAREHOUSE_TARGET, profile_tags
 from etl_assets.settings import SETTINGS
 
-WAREHOUSE_GROUP = "warehouse"
 RUN_RETRIES = {"dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 # Set by the instance on a failed run that run_retries will launch again.
 WILL_RETRY_TAG = "dagster/will_retry"
@@ -81,7 +82,7 @@ validate = dg.define_asset_job(
 warehouse_build = dg.define_asset_job(
     "warehouse_build",
     executor_def=dg.in_process_executor,
-    selection=dg.AssetSelection.groups("orders", WAREHOUSE_GROUP),
+    selection=dg.AssetSelection.assets(warehouse_orders, *warehouse_assets),
     description="Load one day of orders and rebuild that day's analytics tables.",
     tags={**profile_tags("medium", target=WAREHOUSE_TARGET), **RUN_RETRIES},
 )
