@@ -4,13 +4,13 @@ metadata, and how a source collection is observed."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
 
 import dagster as dg
 import sqlalchemy as sa
 from pymongo.collection import Collection
 from sqlalchemy.engine import Engine
 
+from etl_assets.sync.modes import Mode
 from etl_assets.sync.quarantine import open_count, open_rejections
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.stores import collection_fingerprint
@@ -28,7 +28,7 @@ STORE_RETRY = dg.RetryPolicy(
 class SyncConfig(dg.Config):
     """Run config of a sync asset."""
 
-    mode: Literal["incremental", "full"] = "incremental"
+    mode: Mode = "incremental"
     dry_run: bool = False
     batch_size: int = 5000
 

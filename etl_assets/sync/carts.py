@@ -57,6 +57,7 @@ from pymongo.errors import BulkWriteError
 from sqlalchemy.engine import Engine
 
 from etl_assets.schemas.carts import UUID, CartRow, CartSnapshot
+from etl_assets.sync.modes import Mode, check_run_arguments
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import load_watermark, save_watermark
@@ -489,7 +490,7 @@ def sync_carts(
     order_db: Database,
     warehouse: Engine,
     *,
-    mode: str = "incremental",
+    mode: Mode = "incremental",
     dry_run: bool = False,
     batch_size: int = 5000,
     run_id: str,
@@ -500,10 +501,7 @@ def sync_carts(
     A dry run writes nothing (no snapshot, mark, index, quarantine row or watermark). Its `resolved`
     counts the quarantined carts it sees valid, not the ones a full pass would close because they are gone.
     """
-    if mode not in ("incremental", "full"):
-        raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+    check_run_arguments(mode, batch_size)
     # Both clocks come from the servers that stamp the rows they are compared with.
     cart_db_started = _clock(cart_db)
     warehouse_started = _clock(warehouse)

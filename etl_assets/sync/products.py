@@ -32,6 +32,7 @@ from pymongo.database import Database
 from sqlalchemy.engine import Engine
 
 from etl_assets.sync.guard import DEFAULT_GUARD, DeactivationGuard, MassDeactivationRefused
+from etl_assets.sync.modes import Mode, check_run_arguments
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, copy_rows, csv_rows
 from etl_assets.sync.product_transform import TransformedBatch, transform_batch
 from etl_assets.sync.quarantine import Quarantine
@@ -316,7 +317,7 @@ def sync_products(
     cart_db: Engine,
     warehouse: Engine,
     *,
-    mode: str = "incremental",
+    mode: Mode = "incremental",
     dry_run: bool = False,
     batch_size: int = BATCH_SIZE,
     run_id: str,
@@ -335,10 +336,7 @@ def sync_products(
     are then the caller's, once every part is done. `end_of_full_pass` replaces what a complete pass
     does at its end, guarding and deactivating the active rows it did not see; it returns how many it
     deactivated."""
-    if mode not in ("incremental", "full"):
-        raise ValueError(f"mode must be 'incremental' or 'full', not {mode!r}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+    check_run_arguments(mode, batch_size)
     if part is not None and mode != "full":
         raise ValueError("a part of the catalog is synced in full mode only")
     started_at = datetime.now(UTC)
