@@ -16,23 +16,10 @@ from etl_assets.k8s import CART_DB_TARGET
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.guard import MassDeactivationRefused
-from etl_assets.sync.products import BATCH_SIZE, SOURCE, active_rows, sync_products
+from etl_assets.sync.products import BATCH_SIZE, PRODUCT_TABLE_COLUMNS, SOURCE, active_rows, sync_products
 
 PRODUCT_COLUMNS = dg.TableSchema(columns=[
-    dg.TableColumn("id", "varchar(24)", description="hex of the Product MongoDB _id"),
-    dg.TableColumn("title", "text"),
-    dg.TableColumn("price", "numeric(12,2)"),
-    dg.TableColumn("image", "text"),
-    dg.TableColumn("seller_id", "text"),
-    dg.TableColumn("quantity", "integer"),
-    dg.TableColumn("category", "text"),
-    dg.TableColumn("description", "text"),
-    dg.TableColumn("rating", "numeric(3,2)"),
-    dg.TableColumn("tags", "jsonb"),
-    dg.TableColumn("source_updated_at", "timestamptz"),
-    dg.TableColumn("content_hash", "char(32)", description="MD5 of the synced fields"),
-    dg.TableColumn("is_active", "boolean", description="false once the product left the source"),
-    dg.TableColumn("synced_at", "timestamptz", description="last time the ETL wrote the row"),
+    dg.TableColumn(column.name, column.sql_type, description=column.description) for column in PRODUCT_TABLE_COLUMNS
 ])
 
 

@@ -47,8 +47,38 @@ SYNC_NAME = "product_sync"
 # Re-read this much before the watermark: writers' clocks and in-flight writes may lag a little.
 WATERMARK_LOOKBACK = timedelta(seconds=60)
 
-COPY_COLUMNS = ("id", "title", "price", "image", "seller_id", "quantity", "category", "description",
-                "rating", "tags", "source_updated_at", "content_hash")
+
+@dataclass(frozen=True)
+class CopyColumn:
+    """A column of the cart database's `product` table: its name, SQL type and what it holds."""
+
+    name: str
+    sql_type: str
+    description: str | None = None
+
+
+# The copy's columns in the table's order, as the cart service's schema and the ETL's migration
+# (migrations/cart_db) make them; a test holds this list to the migrated table. The staging table, the
+# upsert and the asset's column schema are built from it.
+PRODUCT_TABLE_COLUMNS = (
+    CopyColumn("id", "varchar(24)", "hex of the Product MongoDB _id"),
+    CopyColumn("title", "text"),
+    CopyColumn("price", "numeric(12,2)"),
+    CopyColumn("image", "text"),
+    CopyColumn("seller_id", "text"),
+    CopyColumn("quantity", "integer"),
+    CopyColumn("category", "text"),
+    CopyColumn("description", "text"),
+    CopyColumn("rating", "numeric(3,2)"),
+    CopyColumn("tags", "jsonb"),
+    CopyColumn("source_updated_at", "timestamptz"),
+    CopyColumn("content_hash", "char(32)", "MD5 of the synced fields"),
+    CopyColumn("is_active", "boolean", "false once the product left the source"),
+    CopyColumn("synced_at", "timestamptz", "last time the ETL wrote the row"),
+)
+# What the sync copies from a source product; is_active and synced_at are the ETL's bookkeeping.
+BOOKKEEPING_COLUMNS = ("is_active", "synced_at")
+COPY_COLUMNS = tuple(column.name for column in PRODUCT_TABLE_COLUMNS if column.name not in BOOKKEEPING_COLUMNS)
 # Validation has a fixed cost per batch; 10,000 documents amortise it and keep memory well bounded.
 BATCH_SIZE = 10_000
 
@@ -96,18 +126,15 @@ def iter_incremental(products: Collection, watermark: dict[str, str], batch_size
 
 # ---------- load ----------
 
-_STAGE = """
+_STAGE = f"""
     CREATE TEMP TABLE IF NOT EXISTS product_stage (
-        id varchar(24), title text, price numeric(12,2), image text, seller_id text, quantity integer,
-        category text, description text, rating numeric(3,2), tags jsonb, source_updated_at timestamptz,
-        content_hash char(32)
+        {", ".join(f"{c.name} {c.sql_type}" for c in PRODUCT_TABLE_COLUMNS if c.name in COPY_COLUMNS)}
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS product_seen (id varchar(24))
 """
 # A row changes when the source content changed (hash) or when the copy itself was edited: comparing
 # the columns too repairs a price someone changed in the cart database behind the ETL's back.
-SYNCED_COLUMNS = ("content_hash", "title", "price", "image", "seller_id", "quantity", "category",
-                  "description", "rating", "tags")
+SYNCED_COLUMNS = ("content_hash", *(c for c in COPY_COLUMNS if c not in ("id", "source_updated_at", "content_hash")))
 
 
 def _differs_from_copy(new: str) -> str:
@@ -118,20 +145,15 @@ def _differs_from_copy(new: str) -> str:
 
 _UPSERT = f"""
     WITH written AS (
-        INSERT INTO product AS p (id, title, price, image, seller_id, quantity, category, description, rating,
-                                  tags, source_updated_at, content_hash, is_active, synced_at)
-        SELECT id, title, price, image, seller_id, quantity, category, description, rating,
-               tags, source_updated_at, content_hash, true, now()
+        INSERT INTO product AS p ({", ".join(COPY_COLUMNS)}, is_active, synced_at)
+        SELECT {", ".join(COPY_COLUMNS)}, true, now()
         FROM product_stage s
         -- Only rows the copy lacks or holds otherwise. ON CONFLICT DO UPDATE locks every row it meets,
         -- even one its WHERE then leaves alone, and a lock is a write: WAL and a dirtied page per row.
         WHERE NOT EXISTS (SELECT FROM product p WHERE p.id = s.id AND p.is_active
                           AND NOT {_differs_from_copy("s")})
         ON CONFLICT (id) DO UPDATE SET
-            title = excluded.title, price = excluded.price, image = excluded.image,
-            seller_id = excluded.seller_id, quantity = excluded.quantity, category = excluded.category,
-            description = excluded.description, rating = excluded.rating, tags = excluded.tags,
-            source_updated_at = excluded.source_updated_at, content_hash = excluded.content_hash,
+            {", ".join(f"{c} = excluded.{c}" for c in COPY_COLUMNS if c != "id")},
             is_active = true, synced_at = excluded.synced_at
         WHERE NOT p.is_active OR {_differs_from_copy("excluded")}
         RETURNING (xmax = 0) AS inserted

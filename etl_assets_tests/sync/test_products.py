@@ -13,7 +13,8 @@ from pymongo import MongoClient, monitoring
 from etl_assets.sync import products as products_module
 from etl_assets.sync.guard import DeactivationGuard, MassDeactivationRefused
 from etl_assets.sync.product_transform import InvalidProduct, flatten_product, row_hashes, transform_batch
-from etl_assets.sync.products import BatchResult, ProductLoader, sync_products
+from etl_assets.sync.products import PRODUCT_TABLE_COLUMNS, BatchResult, ProductLoader, sync_products
+from etl_assets.sync.warehouse import table_columns
 
 
 def product(n: int, **fields) -> dict:
@@ -78,6 +79,18 @@ def test_transform_splits_schema_failures_with_reasons():
     assert "price: greater_than_or_equal_to(0)" in reasons[f"{2:024x}"]
     assert "category: isin" in reasons[f"{3:024x}"]
     assert reasons["str:'x'"].startswith("_id: expected an ObjectId")
+
+
+def test_the_declared_product_columns_are_the_migrated_tables(stores):
+    declared = ", ".join(f"{column.name} {column.sql_type}" for column in PRODUCT_TABLE_COLUMNS)
+    with stores.cart_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE declared_product ({declared})")
+
+    def names_and_types(table: str) -> list[tuple[str, str]]:
+        return [(name, sql_type) for name, sql_type, _ in table_columns(stores.cart_engine, table)]
+
+    assert names_and_types("declared_product") == names_and_types("product"), (
+        "PRODUCT_TABLE_COLUMNS (etl_assets/sync/products.py) no longer matches the migrated `product` table")
 
 
 def test_full_sync_into_empty_target_then_nothing_changes(stores):
