@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import dagster as dg
@@ -78,17 +79,22 @@ class PostgresStoreResource(dg.ConfigurableResource):
             self._engine.dispose()
 
 
-def build_resources() -> dict[str, dg.ConfigurableResource]:
-    """The production resources. Every connection setting comes from the environment."""
+def build_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The store resources. Every connection setting comes from the environment through EnvVar, or,
+    given `env` (tests, local tools), from that mapping's values."""
+
+    def setting(name: str) -> str:
+        return dg.EnvVar(name) if env is None else env[name]
+
     return {
         "product_db": MongoStoreResource(
-            uri=dg.EnvVar("PRODUCT_MONGO_URI"), database=dg.EnvVar("PRODUCT_MONGO_DB"), store_name=PRODUCT_DB
+            uri=setting("PRODUCT_MONGO_URI"), database=setting("PRODUCT_MONGO_DB"), store_name=PRODUCT_DB
         ),
         "order_db": MongoStoreResource(
-            uri=dg.EnvVar("ORDER_MONGO_URI"), database=dg.EnvVar("ORDER_MONGO_DB"), store_name=ORDER_DB
+            uri=setting("ORDER_MONGO_URI"), database=setting("ORDER_MONGO_DB"), store_name=ORDER_DB
         ),
-        "cart_db": PostgresStoreResource(url=dg.EnvVar("CART_PG_URL"), store_name=CART_DB, migrations="cart_db"),
+        "cart_db": PostgresStoreResource(url=setting("CART_PG_URL"), store_name=CART_DB, migrations="cart_db"),
         "warehouse": PostgresStoreResource(
-            url=dg.EnvVar("WAREHOUSE_PG_URL"), store_name=WAREHOUSE, migrations="warehouse"
+            url=setting("WAREHOUSE_PG_URL"), store_name=WAREHOUSE, migrations="warehouse"
         ),
     }

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from pymongo import MongoClient
@@ -22,14 +23,7 @@ from dev.stores import (
     migrate,
     use_private_runtime_dir,
 )
-from etl_assets.resources import (
-    CART_DB,
-    ORDER_DB,
-    PRODUCT_DB,
-    WAREHOUSE,
-    MongoStoreResource,
-    PostgresStoreResource,
-)
+from etl_assets.resources import build_resources
 from etl_assets_tests.routers import RouterProxy, alternating_selector, routers_uri
 
 _counter = itertools.count()
@@ -81,16 +75,8 @@ class StoreSet:
             "WAREHOUSE_PG_URL": self.warehouse_url,
         }
 
-    def resources(self) -> dict:
-        return {
-            "product_db": MongoStoreResource(uri=self.local.mongo.uri, database=self.product_db_name,
-                                             store_name=PRODUCT_DB),
-            "order_db": MongoStoreResource(uri=self.local.mongo.uri, database=self.order_db_name,
-                                           store_name=ORDER_DB),
-            "cart_db": PostgresStoreResource(url=self.cart_url, store_name=CART_DB, migrations="cart_db"),
-            "warehouse": PostgresStoreResource(url=self.warehouse_url, store_name=WAREHOUSE,
-                                               migrations="warehouse"),
-        }
+    def resources(self) -> dict[str, dg.ConfigurableResource]:
+        return build_resources(self.env())
 
 
 _engines: dict[str, sa.Engine] = {}
