@@ -10,10 +10,14 @@ from datetime import UTC, datetime
 
 import bson
 import polars as pl
+import pyarrow as pa
 import pytest
 from bson import Decimal128, Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from bson.son import SON
+from pymongoarrow.context import PyMongoArrowContext
+from pymongoarrow.schema import Schema
+from pymongoarrow.types import ObjectIdType
 
 from etl_assets.schemas.products import SourceProduct
 from etl_assets.sync.product_transform import (
@@ -160,3 +164,51 @@ def test_a_repeated_field_name_never_shifts_values_onto_other_documents(later_la
     assert batch.valid.sort("id").to_dicts() == expected_valid.sort("id").to_dicts()
     assert {r.record_id: r.reason for r in batch.rejections} == expected_reasons
     assert dict(batch.valid.select("id", "price").iter_rows())[f"{2:024x}"] == 99.5
+
+
+PYMONGOARROW_RECHECK = (
+    "pymongoarrow changed what the columnar path of etl_assets/sync/product_transform.py relies on: "
+    "PyMongoArrowContext (not its documented API) or how it types, widens and places values. Re-check "
+    "_decode and the widening checks of _columnar_rows, and the pyarrow pin in pyproject.toml, then run "
+    "etl_assets_tests/sync/test_product_transform.py"
+)
+
+
+def arrow_decode(docs: list[dict | bytes], schema: Schema) -> list[dict]:
+    """The documents as pymongoarrow's context decodes them, the way _decode drives it."""
+    context = PyMongoArrowContext(schema, codec_options=CODEC, allow_invalid=True)
+    context.process_bson_stream(b"".join(doc if isinstance(doc, bytes) else bson.encode(doc) for doc in docs))
+    table = context.finish()
+    assert isinstance(table, pa.Table), PYMONGOARROW_RECHECK
+    return table.to_pylist()
+
+
+def test_pymongoarrow_types_and_widens_as_the_columnar_path_assumes():
+    """The columnar path takes a value from pymongoarrow only where it can prove the exact path would give
+    the same; that proof rests on each behaviour below."""
+    oid, when = ObjectId(f"{1:024x}"), datetime(2026, 1, 2, 3, 4, 5, 678000)
+    schema = Schema({"_id": ObjectIdType(), "price": pa.float64(), "tags": pa.list_(pa.string()),
+                     "title": pa.string(), "updatedAt": pa.timestamp("ms")})
+    decoded = arrow_decode([
+        {"_id": oid, "price": 1.5, "tags": ["a"], "title": "t", "updatedAt": when},
+        {"_id": "not an ObjectId", "price": True, "tags": "abc", "title": 5, "updatedAt": "2026-01-02"},
+        {"price": Int64(7), "tags": 5},  # missing fields
+        {"price": "1.5", "tags": None},
+    ], schema)
+    assert decoded == [
+        {"_id": oid, "price": 1.5, "tags": ["a"], "title": "t", "updatedAt": when},
+        # Widenings the probe pass and the raw-bytes checks must catch: a bool and an int as numbers, any
+        # value as an empty list. Any other mismatched type, and a missing field, read as null.
+        {"_id": None, "price": 1.0, "tags": [], "title": None, "updatedAt": None},
+        {"_id": None, "price": 7.0, "tags": [], "title": None, "updatedAt": None},
+        {"_id": None, "price": None, "tags": None, "title": None, "updatedAt": None},
+    ], PYMONGOARROW_RECHECK
+
+
+def test_pymongoarrow_places_values_by_position():
+    """A repeated field name adds a value to its column, so the columns no longer line up with the
+    documents: what the columnar path's repeated-field guard detects."""
+    repeated = with_repeated_field({"price": 1.0}, "price", 2.0)
+    decoded = PyMongoArrowContext(Schema({"price": pa.float64()}), codec_options=CODEC, allow_invalid=True)
+    decoded.process_bson_stream(repeated)
+    assert decoded.finish().column("price").to_pylist() == [1.0, 2.0], PYMONGOARROW_RECHECK

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime, timedelta
 
 import bson
 import pytest
 from bson import Int64, ObjectId, Timestamp
 from pymongo import MongoClient, monitoring
+from pymongo.cursor import RawBatchCursor
+from pymongo.message import _OpMsg
 
 from etl_assets.sync.raw_cursor import MalformedReply, _cursor_reply, find_documents
 from etl_assets.sync.stores import PRODUCT_DB, StoreUnavailableError
@@ -28,6 +31,39 @@ def test_batches_hold_every_document_as_its_own_bson(stores):
     assert [len(batch) for batch in batches] == [7, 7, 7, 4]
     decoded = [bson.decode(document) for batch in batches for document in batch]
     assert sorted(d["n"] for d in decoded) == list(range(25))
+
+
+def split_raw_batch(raw_batch: bytes) -> list[bytes]:
+    """A find_raw_batches batch cut into its documents: BSON documents back to back, each led by its
+    length."""
+    documents, position = [], 0
+    while position < len(raw_batch):
+        end = position + int.from_bytes(raw_batch[position:position + 4], "little")
+        documents.append(raw_batch[position:end])
+        position = end
+    return documents
+
+
+@pytest.mark.parametrize("sort", [None, [("updatedAt", 1), ("_id", 1)]], ids=["natural order", "sorted"])
+def test_batches_are_what_pymongos_raw_batches_hold(stores, sort):
+    """The fast path equals the simple one: pymongo's find_raw_batches, each batch cut into documents."""
+    stores.product_db.items.insert_many([doc(n, 100 - n // 3) for n in range(40)])
+    query = {"n": {"$gte": 5}}
+    simple = [split_raw_batch(raw) for raw in stores.product_db.items.find_raw_batches(query, sort=sort,
+                                                                                      batch_size=6)]
+    assert list(read(stores.product_db.items, query, batch_size=6, sort=sort)) == simple
+
+
+def test_the_pymongo_internal_the_cursor_overrides_is_unchanged():
+    """_BatchCursor overrides a private method of pymongo's cursor and reads the reply through a private
+    class; a pymongo upgrade that renames or changes either must fail here, not in a sync."""
+    recheck = ("pymongo changed RawBatchCursor._unpack_response or _OpMsg.raw_command_response, which "
+               "etl_assets/sync/raw_cursor.py relies on to cut each reply into documents: re-check "
+               "_BatchCursor against pymongo's cursor (how it unpacks a reply, what it expects back), "
+               "then run etl_assets_tests/sync/test_raw_cursor.py")
+    expected = ["self", "response", "cursor_id", "codec_options", "user_fields", "legacy_response"]
+    assert list(inspect.signature(RawBatchCursor._unpack_response).parameters) == expected, recheck
+    assert callable(getattr(_OpMsg, "raw_command_response", None)), recheck
 
 
 def test_filter_and_sort_reach_the_server(stores):

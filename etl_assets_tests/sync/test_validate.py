@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 import pandera.polars as pa
 import polars as pl
 import pytest
+from pandera.api.polars.types import PolarsData
 
-from etl_assets.schemas.carts import CartRow
+from etl_assets.schemas.carts import CartRow, CartSnapshot
+from etl_assets.schemas.orders import FlatOrder, OrderItemRow
 from etl_assets.schemas.products import SourceProduct
 from etl_assets.sync.product_transform import FRAME_SCHEMA, InvalidProduct, flatten_product
 from etl_assets.sync.validate import _reasons_by_validate, model_rules, split_valid
@@ -87,3 +89,34 @@ def test_what_the_rules_do_not_model_goes_to_pandera():
     assert model_rules(frame.cast({"n": pl.Float64}), SourceProduct) is None
     with pytest.raises(ValueError, match="as a whole"):
         split_valid(pl.DataFrame({"n": ["2"]}), Custom)
+
+
+PANDERA_RECHECK = (
+    "pandera changed an internal that split_valid (etl_assets/sync/validate.py) calls: a check's _check_fn, "
+    "_check_kwargs or the attributes model_rules reads. Re-check model_rules against pandera's validate() "
+    "(the other tests of etl_assets_tests/sync/test_validate.py), or drop the rule path and let split_valid "
+    "call validate()"
+)
+
+
+@pytest.mark.parametrize("model", [SourceProduct, CartRow, CartSnapshot, FlatOrder, OrderItemRow],
+                         ids=lambda model: model.__name__)
+def test_the_pandera_internals_the_rules_call_are_unchanged(model):
+    """model_rules calls each built-in check's private check function itself; a pandera upgrade that
+    renames it, or changes what it takes or returns, must fail here with what to re-check."""
+    for column in model.to_schema().columns.values():
+        for check in column.checks:
+            assert callable(getattr(check, "_check_fn", None)), PANDERA_RECHECK
+            assert isinstance(getattr(check, "_check_kwargs", None), dict), PANDERA_RECHECK
+            read = ("name", "error", "element_wise", "groupby", "ignore_na")
+            assert all(hasattr(check, name) for name in read), PANDERA_RECHECK
+
+
+def test_a_pandera_check_function_gives_one_verdict_per_row():
+    frame = pl.DataFrame(ROWS[:3], schema=FRAME_SCHEMA, orient="row").lazy()
+    price = SourceProduct.to_schema().columns["price"]
+    for check in price.checks:
+        verdict = check._check_fn(PolarsData(frame, "price"), **check._check_kwargs)
+        assert isinstance(verdict, pl.LazyFrame), PANDERA_RECHECK
+        assert verdict.collect_schema().dtypes() == [pl.Boolean], PANDERA_RECHECK
+        assert verdict.collect().height == 3, PANDERA_RECHECK
