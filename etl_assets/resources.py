@@ -93,7 +93,9 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, dg.Config
         "order_db": MongoStoreResource(
             uri=setting("ORDER_MONGO_URI"), database=setting("ORDER_MONGO_DB"), store_name=ORDER_DB
         ),
-        "cart_db": PostgresStoreResource(url=setting("CART_PG_URL"), store_name=CART_DB, migrations="cart_db"),
+        "cart_db": PostgresStoreResource(
+            url=setting("CART_PG_URL"), store_name=CART_DB, migrations="cart_db"
+        ),
         "warehouse": PostgresStoreResource(
             url=setting("WAREHOUSE_PG_URL"), store_name=WAREHOUSE, migrations="warehouse"
         ),

@@ -19,7 +19,8 @@ from etl_assets.sync.guard import MassDeactivationRefused
 from etl_assets.sync.products import BATCH_SIZE, PRODUCT_TABLE_COLUMNS, SOURCE, active_rows, sync_products
 
 PRODUCT_COLUMNS = dg.TableSchema(columns=[
-    dg.TableColumn(column.name, column.sql_type, description=column.description) for column in PRODUCT_TABLE_COLUMNS
+    dg.TableColumn(column.name, column.sql_type, description=column.description)
+    for column in PRODUCT_TABLE_COLUMNS
 ])
 
 

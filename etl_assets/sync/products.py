@@ -78,7 +78,7 @@ PRODUCT_TABLE_COLUMNS = (
 )
 # What the sync copies from a source product; is_active and synced_at are the ETL's bookkeeping.
 BOOKKEEPING_COLUMNS = ("is_active", "synced_at")
-COPY_COLUMNS = tuple(column.name for column in PRODUCT_TABLE_COLUMNS if column.name not in BOOKKEEPING_COLUMNS)
+COPY_COLUMNS = tuple(c.name for c in PRODUCT_TABLE_COLUMNS if c.name not in BOOKKEEPING_COLUMNS)
 # Validation has a fixed cost per batch; 10,000 documents amortise it and keep memory well bounded.
 BATCH_SIZE = 10_000
 
@@ -134,7 +134,8 @@ _STAGE = f"""
 """
 # A row changes when the source content changed (hash) or when the copy itself was edited: comparing
 # the columns too repairs a price someone changed in the cart database behind the ETL's back.
-SYNCED_COLUMNS = ("content_hash", *(c for c in COPY_COLUMNS if c not in ("id", "source_updated_at", "content_hash")))
+SYNCED_COLUMNS = ("content_hash",
+                  *(c for c in COPY_COLUMNS if c not in ("id", "source_updated_at", "content_hash")))
 
 
 def _differs_from_copy(new: str) -> str:
