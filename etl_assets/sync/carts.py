@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 import polars as pl
 import sqlalchemy as sa
-from pymongo import ASCENDING, InsertOne, UpdateOne
+from pymongo import ASCENDING, InsertOne, UpdateMany, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
@@ -443,10 +443,11 @@ def mark_deleted(carts: Collection, cart_ids: list[str], seen_gone_at: datetime)
     if not cart_ids:
         return 0
     seen_gone_at = bson_time(seen_gone_at)
-    return carts.update_many(
-        {"cartId": {"$in": cart_ids}, **LIVE, **_read_no_later_than(seen_gone_at)},
+    # One round trip of small `$in`s: a page-sized one is quadratic on some servers (see stored_snapshots).
+    return carts.bulk_write([UpdateMany(
+        {"cartId": {"$in": chunk}, **LIVE, **_read_no_later_than(seen_gone_at)},
         {"$set": {DELETED_AT: seen_gone_at, READ_AT: seen_gone_at}},
-    ).modified_count
+    ) for chunk in batched(cart_ids, IN_LOOKUP_SIZE)], ordered=False).modified_count
 
 
 def _open_quarantine_ids(warehouse: Engine, cart_ids: list[str]) -> set[str]:
