@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from etl_assets.schemas.orders import FlatOrder, OrderItemRow, polars_schema
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
 from etl_assets.sync.order_days import EMPTY_DAY, day_fingerprints
+from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import record_day_build
@@ -211,8 +212,8 @@ def split_orders(docs: Iterable[Mapping[str, Any]]) -> OrderBatch:
     )
 
 
-_ORDERS = sa.table("orders", *map(sa.column, ORDER_COLUMNS))
-_ORDER_ITEMS = sa.table("order_items", *map(sa.column, ORDER_ITEM_COLUMNS))
+_COPY_ORDERS = f"COPY orders ({', '.join(ORDER_COLUMNS)}) FROM STDIN WITH {CSV_OPTIONS}"
+_COPY_ORDER_ITEMS = f"COPY order_items ({', '.join(ORDER_ITEM_COLUMNS)}) FROM STDIN WITH {CSV_OPTIONS}"
 
 
 def _insert(conn: Connection, batch: OrderBatch) -> None:
@@ -222,8 +223,9 @@ def _insert(conn: Connection, batch: OrderBatch) -> None:
     # An order whose createdAt moved to this day still has its rows under the old day.
     conn.execute(sa.text("DELETE FROM order_items WHERE order_id = ANY(:ids)"), {"ids": ids})
     conn.execute(sa.text("DELETE FROM orders WHERE order_id = ANY(:ids)"), {"ids": ids})
-    conn.execute(sa.insert(_ORDERS), batch.orders.to_dicts())
-    conn.execute(sa.insert(_ORDER_ITEMS), batch.items.to_dicts())
+    with conn.connection.cursor() as cursor:  # the same session, so the same transaction
+        copy_frame(cursor, _COPY_ORDERS, batch.orders)
+        copy_frame(cursor, _COPY_ORDER_ITEMS, batch.items)
 
 
 # Open rows whose document (as last rejected) was created in the window and that this pass did not
