@@ -33,7 +33,7 @@ from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import record_day_build
-from etl_assets.sync.streams import batched
+from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.validate import split_valid
 
 SOURCE = "order_db.orders"
@@ -287,7 +287,7 @@ def sync_order_day(
     with warehouse.begin() as conn:
         conn.execute(sa.text("DELETE FROM order_items WHERE order_day = :day"), {"day": day})
         report.replaced = conn.execute(sa.text("DELETE FROM orders WHERE order_day = :day"), {"day": day}).rowcount
-        for batch_docs in batched(docs, batch_size):
+        for batch_docs in read_ahead(batched(docs, batch_size)):
             batch = split_orders(batch_docs)
             quarantine.put(batch.rejections, conn)
             _insert(conn, batch)
