@@ -1,10 +1,10 @@
 """Which days of orders the warehouse must (re)build: each day's fingerprint in the source, against the
 fingerprint its last build recorded.
 
-A day's fingerprint is computed by the server in one aggregation over the window, grouped by UTC day of
-createdAt and by (orderStatus, paymentStatus). Every figure is a sum or a max, so it does not depend on
-the order the server reads documents in, and each costs the server O(1) per order (no per-character
-hashing, which a MongoDB aggregation can only do with $reduce over every character):
+A day's fingerprint is computed by the server in one aggregation per UTC day of createdAt (a range of the
+createdAt index), grouped by (orderStatus, paymentStatus). Every figure is a sum or a max, so it does not
+depend on the order the server reads documents in, and each costs the server O(1) per order (no
+per-character hashing, which a MongoDB aggregation can only do with $reduce over every character):
 
 - orders: how many;
 - created_ms, id_seconds: sums of createdAt (ms) and of the ObjectId's own timestamp, standing for the
@@ -38,9 +38,8 @@ def _convert(expr: Any, to: str, default: Any) -> dict[str, Any]:
     return {"$convert": {"input": expr, "to": to, "onError": default, "onNull": default}}
 
 
-_DAY = {"$dateToString": {"format": "%Y-%m-%d", "date": "$createdAt", "timezone": "UTC"}}
 _GROUP = {
-    "_id": {"day": _DAY, "order_status": "$orderStatus", "payment_status": "$paymentStatus"},
+    "_id": {"order_status": "$orderStatus", "payment_status": "$paymentStatus"},
     "orders": {"$sum": 1},
     "created_ms": {"$sum": {"$toLong": "$createdAt"}},
     "id_seconds": {"$sum": _convert(_convert("$_id", "date", None), "long", 0)},
@@ -69,16 +68,20 @@ EMPTY_DAY = DayFingerprint(0, _digest([]))
 
 
 def day_fingerprints(orders: Collection, first: date, last: date) -> dict[date, DayFingerprint]:
-    """The fingerprint of every day from `first` to `last` (inclusive) that has orders in the source."""
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    end = datetime.combine(last + timedelta(days=1), time(), tzinfo=UTC)
-    groups: dict[date, list[dict[str, Any]]] = {}
-    for group in orders.aggregate([{"$match": {"createdAt": {"$gte": start, "$lt": end}}}, {"$group": _GROUP}]):
-        key = group.pop("_id")
-        day = date.fromisoformat(key.pop("day"))
-        groups.setdefault(day, []).append({**key, **group})
-    return {day: DayFingerprint(sum(g["orders"] for g in day_groups), _digest(day_groups))
-            for day, day_groups in groups.items()}
+    """The fingerprint of every day from `first` to `last` (inclusive) that has orders in the source.
+
+    One aggregation per day: grouping a window by a computed day would cost the server a date
+    formatting per order, a fifth of the aggregation."""
+    fingerprints = {}
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        start = datetime.combine(day, time(), tzinfo=UTC)
+        window = {"$gte": start, "$lt": start + timedelta(days=1)}
+        groups = [{**group.pop("_id"), **group}
+                  for group in orders.aggregate([{"$match": {"createdAt": window}}, {"$group": _GROUP}])]
+        if groups:
+            fingerprints[day] = DayFingerprint(sum(g["orders"] for g in groups), _digest(groups))
+    return fingerprints
 
 
 def lookback_window(last_day: date, days: int, first_day: date) -> tuple[date, date]:
