@@ -33,7 +33,7 @@ from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
 from etl_assets.sync.state import record_day_build
-from etl_assets.sync.streams import batched, read_ahead
+from etl_assets.sync.streams import batched, transform_then_load
 from etl_assets.sync.validate import split_valid
 
 SOURCE = "order_db.orders"
@@ -287,12 +287,19 @@ def sync_order_day(
     with warehouse.begin() as conn:
         conn.execute(sa.text("DELETE FROM order_items WHERE order_day = :day"), {"day": day})
         report.replaced = conn.execute(sa.text("DELETE FROM orders WHERE order_day = :day"), {"day": day}).rowcount
-        for batch_docs in read_ahead(batched(docs, batch_size)):
-            batch = split_orders(batch_docs)
+
+        def load(counted: tuple[int, OrderBatch]) -> None:
+            _, batch = counted
             quarantine.put(batch.rejections, conn)
             _insert(conn, batch)
+
+        # The writer thread holds the connection until the loads end; this thread only reads and splits.
+        loads = transform_then_load(batched(docs, batch_size),
+                                    lambda batch_docs: (len(batch_docs), split_orders(batch_docs)),
+                                    load, thread_name="order-day-writer")
+        for (read, batch), _ in loads:
             report.batches += 1
-            report.read += len(batch_docs)
+            report.read += read
             report.quarantined += len(batch.rejections)
             report.inserted += batch.orders.height
             report.items_inserted += batch.items.height
