@@ -62,10 +62,13 @@ def day_window(day: date) -> tuple[datetime, datetime]:
 
 
 # The read_* coercers turn a BSON value into the warehouse type, None stays None (a missing field),
-# and anything else raises UnreadableFieldError naming the field's path in the document.
+# and anything else raises UnreadableFieldError naming the field's path in the document. Each first
+# returns the type the Order service writes as it is, the common case a day load pays for per field.
 
 
 def read_text(value: Any, path: str) -> str | None:
+    if type(value) is str and "\x00" not in value:
+        return value
     if value is None:
         return None
     if isinstance(value, ObjectId):
@@ -78,6 +81,8 @@ def read_text(value: Any, path: str) -> str | None:
 
 
 def read_amount(value: Any, path: str) -> float | None:
+    if type(value) is float and math.isfinite(value):
+        return value
     if value is None:
         return None
     if isinstance(value, Decimal128):
@@ -103,6 +108,8 @@ def read_money(value: Any, path: str) -> float | None:
 
 
 def read_whole_number(value: Any, path: str) -> int | None:
+    if type(value) is int and abs(value) <= MAX_QUANTITY:
+        return value
     number = read_amount(value, path)
     if number is None:
         return None
