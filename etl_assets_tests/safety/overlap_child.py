@@ -18,14 +18,7 @@ from dagster_shared.error import SerializableErrorInfo
 from etl_assets.assets.carts import order_db_carts
 from etl_assets.assets.orders import warehouse_orders
 from etl_assets.assets.products import cart_db_product
-from etl_assets.resources import (
-    CART_DB,
-    ORDER_DB,
-    PRODUCT_DB,
-    WAREHOUSE,
-    MongoStoreResource,
-    PostgresStoreResource,
-)
+from etl_assets.resources import build_resources
 
 STATEMENT_TIMEOUT_S = 3.0
 ORDER_BATCH_SIZE = 25  # many batches, each quarantining one order: a long day load that writes throughout
@@ -49,17 +42,12 @@ def root_cause(error: SerializableErrorInfo) -> str:
 
 
 def store_resources() -> dict[str, dg.ConfigurableResource]:
-    env = os.environ
-    return {
-        "product_db": MongoStoreResource(uri=env["PRODUCT_MONGO_URI"], database=env["PRODUCT_MONGO_DB"],
-                                         store_name=PRODUCT_DB),
-        "order_db": MongoStoreResource(uri=env["ORDER_MONGO_URI"], database=env["ORDER_MONGO_DB"],
-                                       store_name=ORDER_DB),
-        "cart_db": PostgresStoreResource(url=env["CART_PG_URL"], store_name=CART_DB, migrations="cart_db",
-                                         statement_timeout_s=STATEMENT_TIMEOUT_S),
-        "warehouse": PostgresStoreResource(url=env["WAREHOUSE_PG_URL"], store_name=WAREHOUSE,
-                                           migrations="warehouse", statement_timeout_s=STATEMENT_TIMEOUT_S),
-    }
+    """The production resource set, with PostgreSQL statements timing out after STATEMENT_TIMEOUT_S."""
+    resources = build_resources(os.environ)
+    for name in ("cart_db", "warehouse"):
+        store = resources[name]
+        resources[name] = type(store)(**{**store.model_dump(), "statement_timeout_s": STATEMENT_TIMEOUT_S})
+    return resources
 
 
 def main() -> None:
