@@ -37,6 +37,7 @@ from pymongo.collection import Collection
 
 from dev import bench_data
 from dev.bench import busy_cpu_seconds, tree_cpu_seconds
+from dev.bench_steps import bson_documents
 from dev.stores import LocalStores, use_private_runtime_dir
 from etl_assets.sync import product_transform, products, validate
 from etl_assets.sync.stores import CART_DB, PRODUCT_DB, WAREHOUSE, mongo_database, postgres_engine
@@ -46,21 +47,11 @@ BATCH_SIZE = products.BATCH_SIZE
 CPUS = psutil.cpu_count() or 1
 
 
-def split_raw_batch(raw_batch: bytes) -> list[bytes]:
-    """The documents of a find_raw_batches batch: BSON documents back to back, each led by its length."""
-    documents, position = [], 0
-    while position < len(raw_batch):
-        end = position + int.from_bytes(raw_batch[position:position + 4], "little")
-        documents.append(raw_batch[position:end])
-        position = end
-    return documents
-
-
 def find_raw_batch_documents(collection: Collection, query: Mapping[str, Any], *, store: str, batch_size: int,
                              sort: list[tuple[str, int]] | None = None) -> Iterator[list[bytes]]:
     """raw_cursor.find_documents' simple path: pymongo's raw batches, split into documents again."""
     for raw_batch in collection.find_raw_batches(dict(query), sort=sort, batch_size=batch_size):
-        yield split_raw_batch(raw_batch)
+        yield [bytes(document) for document in bson_documents(raw_batch)]
 
 
 def use_simple_path(variant: str) -> None:

@@ -12,6 +12,7 @@ from pymongo import MongoClient, monitoring
 from pymongo.cursor import RawBatchCursor
 from pymongo.message import _OpMsg
 
+from dev.bench_steps import bson_documents
 from etl_assets.sync.raw_cursor import MalformedReply, _cursor_reply, find_documents
 from etl_assets.sync.stores import PRODUCT_DB, StoreUnavailableError
 
@@ -33,24 +34,13 @@ def test_batches_hold_every_document_as_its_own_bson(stores):
     assert sorted(d["n"] for d in decoded) == list(range(25))
 
 
-def split_raw_batch(raw_batch: bytes) -> list[bytes]:
-    """A find_raw_batches batch cut into its documents: BSON documents back to back, each led by its
-    length."""
-    documents, position = [], 0
-    while position < len(raw_batch):
-        end = position + int.from_bytes(raw_batch[position:position + 4], "little")
-        documents.append(raw_batch[position:end])
-        position = end
-    return documents
-
-
 @pytest.mark.parametrize("sort", [None, [("updatedAt", 1), ("_id", 1)]], ids=["natural order", "sorted"])
 def test_batches_are_what_pymongos_raw_batches_hold(stores, sort):
     """The fast path equals the simple one: pymongo's find_raw_batches, each batch cut into documents."""
     stores.product_db.items.insert_many([doc(n, 100 - n // 3) for n in range(40)])
     query = {"n": {"$gte": 5}}
-    simple = [split_raw_batch(raw) for raw in stores.product_db.items.find_raw_batches(query, sort=sort,
-                                                                                      batch_size=6)]
+    raw_batches = stores.product_db.items.find_raw_batches(query, sort=sort, batch_size=6)
+    simple = [[bytes(document) for document in bson_documents(raw)] for raw in raw_batches]
     assert list(read(stores.product_db.items, query, batch_size=6, sort=sort)) == simple
 
 
