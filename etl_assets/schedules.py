@@ -21,31 +21,29 @@ SCHEDULE_STATUS = (
     dg.DefaultScheduleStatus.RUNNING if SETTINGS.automation_running else dg.DefaultScheduleStatus.STOPPED
 )
 
-product_sync_incremental_schedule = dg.ScheduleDefinition(
-    name="product_sync_incremental_schedule",
-    job=product_sync_incremental,
-    cron_schedule=SETTINGS.product_sync_cron,
-    execution_timezone=SETTINGS.schedule_timezone,
-    default_status=SCHEDULE_STATUS,
-    description="Copy changed products into the cart database (SHOP_SYNC_PRODUCT_SYNC_CRON).",
-)
 
-full_reconcile_schedule = dg.ScheduleDefinition(
-    name="full_reconcile_schedule",
-    job=full_reconcile,
-    cron_schedule=SETTINGS.full_reconcile_cron,
-    execution_timezone=SETTINGS.schedule_timezone,
-    default_status=SCHEDULE_STATUS,
-    description="Nightly full product and cart sync with every check of both (SHOP_SYNC_FULL_RECONCILE_CRON).",
-)
+def cron_schedule(job, cron: str, description: str) -> dg.ScheduleDefinition:
+    """`job` on `cron` in the configured time zone, named after the job."""
+    return dg.ScheduleDefinition(
+        name=f"{job.name}_schedule",
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=SETTINGS.schedule_timezone,
+        default_status=SCHEDULE_STATUS,
+        description=description,
+    )
 
-validate_schedule = dg.ScheduleDefinition(
-    name="validate_schedule",
-    job=validate,
-    cron_schedule=SETTINGS.validation_cron,
-    execution_timezone=SETTINGS.schedule_timezone,
-    default_status=SCHEDULE_STATUS,
-    description="Run every asset check against the stores (SHOP_SYNC_VALIDATION_CRON).",
+
+product_sync_incremental_schedule = cron_schedule(
+    product_sync_incremental, SETTINGS.product_sync_cron,
+    "Copy changed products into the cart database (SHOP_SYNC_PRODUCT_SYNC_CRON).",
+)
+full_reconcile_schedule = cron_schedule(
+    full_reconcile, SETTINGS.full_reconcile_cron,
+    "Nightly full product and cart sync with every check of both (SHOP_SYNC_FULL_RECONCILE_CRON).",
+)
+validate_schedule = cron_schedule(
+    validate, SETTINGS.validation_cron, "Run every asset check against the stores (SHOP_SYNC_VALIDATION_CRON)."
 )
 
 
