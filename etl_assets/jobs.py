@@ -40,22 +40,25 @@ def sync_run_config(mode: str, *asset_keys: dg.AssetKey) -> dict:
     return {"ops": {key.to_python_identifier(): {"config": {"mode": mode}} for key in asset_keys}}
 
 
-product_sync_incremental = dg.define_asset_job(
-    "product_sync_incremental",
-    executor_def=dg.in_process_executor,
-    selection=dg.AssetSelection.assets(cart_db_product).without_checks(),
-    config=sync_run_config("incremental", cart_db_product.key),
-    description="Copy products changed since the watermark into the cart database.",
-    tags={**profile_tags("small", target=CART_DB_TARGET), **RUN_RETRIES},
-)
+def incremental_sync_job(name: str, asset: dg.AssetsDefinition, target: str, description: str):
+    """An incremental sync of one asset, without its checks, in the run process."""
+    return dg.define_asset_job(
+        name,
+        executor_def=dg.in_process_executor,
+        selection=dg.AssetSelection.assets(asset).without_checks(),
+        config=sync_run_config("incremental", asset.key),
+        description=description,
+        tags={**profile_tags("small", target=target), **RUN_RETRIES},
+    )
 
-cart_sync = dg.define_asset_job(
-    "cart_sync",
-    executor_def=dg.in_process_executor,
-    selection=dg.AssetSelection.assets(order_db_carts).without_checks(),
-    config=sync_run_config("incremental", order_db_carts.key),
-    description="Refresh the Order MongoDB cart snapshots of carts (or their products) that changed.",
-    tags={**profile_tags("small", target=ORDER_DB_CARTS_TARGET), **RUN_RETRIES},
+
+product_sync_incremental = incremental_sync_job(
+    "product_sync_incremental", cart_db_product, CART_DB_TARGET,
+    "Copy products changed since the watermark into the cart database.",
+)
+cart_sync = incremental_sync_job(
+    "cart_sync", order_db_carts, ORDER_DB_CARTS_TARGET,
+    "Refresh the Order MongoDB cart snapshots of carts (or their products) that changed.",
 )
 
 full_reconcile = dg.define_asset_job(
