@@ -121,6 +121,17 @@ def run_events(instance: dg.DagsterInstance, run_id: str, event_type: dg.Dagster
     return record.event_log_entry.dagster_event
 
 
+def evaluate_run_failure_alert(instance: dg.DagsterInstance, run_id: str, webhook: Webhook):
+    context = dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure",
+        dagster_event=run_events(instance, run_id, dg.DagsterEventType.RUN_FAILURE),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+        resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
+    ).for_run_failure()
+    return alert_on_run_failure(context)
+
+
 def test_run_failure_alert_for_a_sync_whose_store_is_down(stores, webhook, capfd):
     closed_port = free_port()
     resources = {**stores.resources(), "cart_db": PostgresStoreResource(
@@ -132,23 +143,15 @@ def test_run_failure_alert_for_a_sync_whose_store_is_down(stores, webhook, capfd
         result = defs.resolve_job_def("product_sync_incremental").execute_in_process(
             instance=instance, raise_on_error=False)
         assert not result.success
-        run = instance.get_run_by_id(result.run_id)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="alert_on_run_failure",
-            dagster_event=run_events(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE),
-            dagster_instance=instance,
-            dagster_run=run,
-            resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
-        ).for_run_failure()
         capfd.readouterr()
-        alert_on_run_failure(context)
+        evaluate_run_failure_alert(instance, result.run_id, webhook)
         # The sensor logs to the console (and, in the daemon, to the tick's log in the UI).
         console = capfd.readouterr().err
 
     [post] = webhook.posts
     alert = post["alert"]
     assert {key: alert[key] for key in ("alert", "run_id", "job", "assets", "failed_steps", "will_retry")} == {
-        "alert": "run_failure", "run_id": run.run_id, "job": "product_sync_incremental",
+        "alert": "run_failure", "run_id": result.run_id, "job": "product_sync_incremental",
         "assets": ["cart_db/product"], "failed_steps": ["cart_db__product"], "will_retry": True,
     }
     assert alert["summary"].startswith("StoreUnavailableError: Cart PostgreSQL is unavailable: ")
@@ -221,15 +224,7 @@ def test_run_failure_alert_carries_the_refused_deactivation_and_the_run_is_not_r
                               resources=typo)
         result = defs.resolve_job_def("full_reconcile").execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
-        run = instance.get_run_by_id(result.run_id)
-        context = dg.build_run_status_sensor_context(
-            sensor_name="alert_on_run_failure",
-            dagster_event=run_events(instance, run.run_id, dg.DagsterEventType.RUN_FAILURE),
-            dagster_instance=instance,
-            dagster_run=run,
-            resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
-        ).for_run_failure()
-        alert_on_run_failure(context)
+        evaluate_run_failure_alert(instance, result.run_id, webhook)
     with stores.cart_engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM product WHERE is_active")).scalar_one() == 500
 
