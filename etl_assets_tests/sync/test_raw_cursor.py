@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import bson
 import pytest
 from bson import Int64, ObjectId, Timestamp
 from pymongo import MongoClient, monitoring
+from pymongo.collection import Collection
 from pymongo.cursor import RawBatchCursor
 from pymongo.message import _OpMsg
 
@@ -91,16 +94,24 @@ class Commands(monitoring.CommandListener):
         return [name for name, _ in self.sent]
 
 
-def test_a_cursor_left_early_is_killed(stores):
+@contextmanager
+def listened_items(stores) -> Iterator[tuple[Collection, Commands]]:
+    """Ten documents in `items`, through a client whose cursor commands the Commands record; the client is
+    closed on leaving."""
     stores.product_db.items.insert_many([doc(n, n) for n in range(10)])
     listener = Commands()
     client = MongoClient(stores.local.mongo.uri, event_listeners=[listener])
     try:
-        batches = read(client[stores.product_db_name].items, batch_size=3)
-        assert len(next(batches)) == 3
-        batches.close()
+        yield client[stores.product_db_name].items, listener
     finally:
         client.close()
+
+
+def test_a_cursor_left_early_is_killed(stores):
+    with listened_items(stores) as (items, listener):
+        batches = read(items, batch_size=3)
+        assert len(next(batches)) == 3
+        batches.close()
     assert listener.names == ["find", "killCursors"]
 
 
@@ -124,17 +135,12 @@ def test_every_get_more_and_the_kill_go_to_the_server_that_answered_the_find(sto
 
 
 def test_a_cursor_the_server_killed_is_an_unavailable_store_error(stores):
-    stores.product_db.items.insert_many([doc(n, n) for n in range(10)])
-    listener = Commands()
-    client = MongoClient(stores.local.mongo.uri, event_listeners=[listener])
-    try:
-        batches = read(client[stores.product_db_name].items, batch_size=3)
+    with listened_items(stores) as (items, listener):
+        batches = read(items, batch_size=3)
         assert len(next(batches)) == 3
         stores.product_db.command("killCursors", "items", cursors=[Int64(listener.cursor_ids[0])])
         with pytest.raises(StoreUnavailableError, match=r"^Product MongoDB is unavailable: .*cursor") as lost:
             next(batches)
-    finally:
-        client.close()
     assert lost.value.store == PRODUCT_DB
     assert "CursorNotFound" in lost.value.reason
 
