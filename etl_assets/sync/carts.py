@@ -150,8 +150,9 @@ def _plain(value: Any) -> Any:
 
 def cart_frame(rows: Iterable[dict[str, Any]]) -> pl.DataFrame:
     """Cart table columns of joined rows as a frame for CartRow."""
-    data = [{"id": row["cart_id"], **{c: row[c] for c in CART_FRAME_SCHEMA if c != "id"}} for row in rows]
-    return pl.DataFrame(data, schema=CART_FRAME_SCHEMA, orient="row")
+    rows = list(rows)
+    columns = {column: [row["cart_id" if column == "id" else column] for row in rows] for column in CART_FRAME_SCHEMA}
+    return pl.DataFrame(columns, schema=CART_FRAME_SCHEMA)
 
 
 def product_problem(row: dict[str, Any]) -> str | None:
