@@ -225,43 +225,41 @@ def _number(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return "—" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
+def _table(columns: Iterable[str], alignment: str, rows: Iterable[Iterable[str]]) -> str:
+    """A Markdown table; `alignment` holds an "l" (left) or "r" (right) for each column."""
+    def line(cells: Iterable[str]) -> str:
+        return f"| {' | '.join(cells)} |"
+
+    separator = "|" + "|".join("---:" if side == "r" else "---" for side in alignment) + "|"
+    return "\n".join([line(columns), separator, *map(line, rows)])
+
+
 def markdown_table(measurements: Iterable[Measurement]) -> str:
     """The measurements as a Markdown table, ratios against the raw limit and Sling of the same run."""
     measurements = list(measurements)
     by_step = {m.step: m for m in measurements}
     raw, sling = by_step.get(RAW), by_step.get(SLING)
-    lines = [
-        "| step | products | rows | time (s) | rows/s | peak RSS (MiB) | time ÷ raw limit | rows/s ÷ Sling |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m in measurements:
-        if m.step not in PRODUCT_STEPS:
-            continue
-        lines.append(
-            f"| {label(m.step)} | {m.products:,} | {m.rows:,} | {m.seconds:,.2f} | "
-            f"{m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | {_number(time_vs_raw(m, raw), suffix='×')} | "
-            f"{_number(speed_vs(m, sling), suffix='×')} |"
-        )
-    return "\n".join(lines)
+    columns = ("step", "products", "rows", "time (s)", "rows/s", "peak RSS (MiB)", "time ÷ raw limit",
+               "rows/s ÷ Sling")
+    return _table(columns, "lrrrrrrr", (
+        (label(m.step), f"{m.products:,}", f"{m.rows:,}", f"{m.seconds:,.2f}", f"{m.rows_per_second:,.0f}",
+         f"{m.peak_rss_mib:,.0f}", _number(time_vs_raw(m, raw), suffix="×"), _number(speed_vs(m, sling), suffix="×"))
+        for m in measurements if m.step in PRODUCT_STEPS))
 
 
 def targets_table(targets: Iterable[TargetResult]) -> str:
-    lines = ["| target | required | measured | result |", "|---|---|---|---|"]
-    lines += [f"| {t.name} | {t.required} | {t.measured} | **{t.status}** |" for t in targets]
-    return "\n".join(lines)
+    return _table(("target", "required", "measured", "result"), "llll",
+                  ((t.name, t.required, t.measured, f"**{t.status}**") for t in targets))
 
 
 def cpu_table(measurements: Iterable[Measurement]) -> str:
     """Where each step's time went, by process: the worker, the MongoDB-wire server, PostgreSQL."""
-    lines = ["| step | wall (s) | worker CPU (s) | secantusdb CPU (s) | PostgreSQL CPU (s) | CPU used by others |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [
-        f"| {label(m.step)} ({m.products:,}) | {m.seconds:,.2f} | {m.cpu_seconds:,.2f} | "
-        f"{_number(m.source_cpu_seconds)} | {_number(m.postgres_cpu_seconds)} | "
-        f"{'—' if m.others_cpu_share is None else f'{m.others_cpu_share:.0%}'} |"
-        for m in measurements
-    ]
-    return "\n".join(lines)
+    columns = ("step", "wall (s)", "worker CPU (s)", "secantusdb CPU (s)", "PostgreSQL CPU (s)", "CPU used by others")
+    return _table(columns, "lrrrrr", (
+        (f"{label(m.step)} ({m.products:,})", f"{m.seconds:,.2f}", f"{m.cpu_seconds:,.2f}",
+         _number(m.source_cpu_seconds), _number(m.postgres_cpu_seconds),
+         "—" if m.others_cpu_share is None else f"{m.others_cpu_share:.0%}")
+        for m in measurements))
 
 
 def first_batch_note(measurements: Iterable[Measurement]) -> str | None:
@@ -356,18 +354,22 @@ def _mib(value: float | None) -> str:
     return "—" if not value else f"{value / MIB:,.0f}"
 
 
+def _step_cells(m: Measurement) -> tuple[str, ...]:
+    """A path step's first cells: its label, rows, time, rows/s and peak RSS."""
+    return label(m.step), f"{m.rows:,}", f"{m.seconds:,.2f}", f"{m.rows_per_second:,.0f}", f"{m.peak_rss_mib:,.0f}"
+
+
 def cart_table(measurements: Iterable[Measurement]) -> str | None:
     by_step = {m.step: m for m in measurements}
     steps = [by_step[s] for s in (CART_RAW, CART_COLD, CART_WARM, CART_INCREMENTAL) if s in by_step]
     if not steps:
         return None
     raw, cold = by_step.get(CART_RAW), by_step.get(CART_COLD)
-    lines = ["| step | carts | time (s) | carts/s | peak RSS (MiB) | time ÷ raw limit | time ÷ cold |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {label(m.step)} | {m.rows:,} | {m.seconds:,.2f} | {m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | "
-              f"{_number(m.seconds / raw.seconds if raw else None, suffix='×')} | "
-              f"{_number(m.seconds / cold.seconds if cold else None, suffix='×')} |" for m in steps]
-    return "\n".join(lines)
+    columns = ("step", "carts", "time (s)", "carts/s", "peak RSS (MiB)", "time ÷ raw limit", "time ÷ cold")
+    return _table(columns, "lrrrrrr", (
+        (*_step_cells(m), _number(m.seconds / raw.seconds if raw else None, suffix="×"),
+         _number(m.seconds / cold.seconds if cold else None, suffix="×"))
+        for m in steps))
 
 
 def warehouse_table(measurements: Iterable[Measurement]) -> str | None:
@@ -377,11 +379,9 @@ def warehouse_table(measurements: Iterable[Measurement]) -> str | None:
     if not steps:
         return None
     raw = by_step.get(WAREHOUSE_RAW)
-    lines = ["| step | order items | time (s) | items/s | peak RSS (MiB) | time ÷ raw limit |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {label(m.step)} | {m.rows:,} | {m.seconds:,.2f} | {m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | "
-              f"{_number(m.seconds / raw.seconds if raw else None, suffix='×')} |" for m in steps]
-    return "\n".join(lines)
+    columns = ("step", "order items", "time (s)", "items/s", "peak RSS (MiB)", "time ÷ raw limit")
+    return _table(columns, "lrrrrr", (
+        (*_step_cells(m), _number(m.seconds / raw.seconds if raw else None, suffix="×")) for m in steps))
 
 
 def checks_table(measurements: Iterable[Measurement]) -> str | None:
@@ -391,10 +391,10 @@ def checks_table(measurements: Iterable[Measurement]) -> str | None:
     if not checks:
         return None
     warm = next((m for m in measurements if m.step == FULL_WARM), None)
-    lines = ["| check | time (s) | peak RSS (MiB) | time ÷ warm full product sync |", "|---|---:|---:|---:|"]
-    lines += [f"| `{m.step[len(CHECK_PREFIX):]}` | {m.seconds:,.2f} | {m.peak_rss_mib:,.0f} | "
-              f"{_number(m.seconds / warm.seconds if warm else None, suffix='×')} |" for m in checks]
-    return "\n".join(lines)
+    return _table(("check", "time (s)", "peak RSS (MiB)", "time ÷ warm full product sync"), "lrrr", (
+        (f"`{m.step[len(CHECK_PREFIX):]}`", f"{m.seconds:,.2f}", f"{m.peak_rss_mib:,.0f}",
+         _number(m.seconds / warm.seconds if warm else None, suffix="×"))
+        for m in checks))
 
 
 def runs_table(measurements: Iterable[Measurement]) -> str | None:
@@ -402,16 +402,17 @@ def runs_table(measurements: Iterable[Measurement]) -> str | None:
     runs = [m for m in measurements if m.step.startswith(RUN_PREFIX)]
     if not runs:
         return None
-    lines = ["| job | executor | processes | wall (s) | peak RSS, summed (MiB) | peak PSS, summed (MiB) | profile | "
-             "limit (MiB) | limit ÷ peak RSS |", "|---|---|---:|---:|---:|---:|---|---:|---:|"]
-    for m in runs:
+    columns = ("job", "executor", "processes", "wall (s)", "peak RSS, summed (MiB)", "peak PSS, summed (MiB)",
+               "profile", "limit (MiB)", "limit ÷ peak RSS")
+
+    def cells(m: Measurement) -> tuple[str, ...]:
         limit = m.details.get("limit_bytes")
-        lines.append(
-            f"| `{m.step[len(RUN_PREFIX):]}` | {m.details.get('executor', '—')} | {m.details.get('processes', '—')} | "
-            f"{m.seconds:,.2f} | {m.peak_rss_mib:,.0f} | {_mib(m.details.get('peak_pss_bytes'))} | "
-            f"{m.details.get('profile', '—')} | {_mib(limit)} | "
-            f"{_number(limit / m.peak_rss_bytes if limit and m.peak_rss_bytes else None, suffix='×')} |")
-    return "\n".join(lines)
+        return (f"`{m.step[len(RUN_PREFIX):]}`", str(m.details.get("executor", "—")),
+                str(m.details.get("processes", "—")), f"{m.seconds:,.2f}", f"{m.peak_rss_mib:,.0f}",
+                _mib(m.details.get("peak_pss_bytes")), str(m.details.get("profile", "—")), _mib(limit),
+                _number(limit / m.peak_rss_bytes if limit and m.peak_rss_bytes else None, suffix="×"))
+
+    return _table(columns, "llrrrrlrr", map(cells, runs))
 
 
 LATENCY_PHASES = (("interpreter_start_s", "process start (interpreter, before any import of ours)"),
@@ -426,10 +427,9 @@ def latency_table(measurements: Iterable[Measurement]) -> str | None:
     run = next((m for m in measurements if m.step == RUN_LATENCY), None)
     if run is None:
         return None
-    lines = ["| phase | time (s) |", "|---|---:|"]
-    lines += [f"| {text} | {run.details[key]:,.2f} |" for key, text in LATENCY_PHASES if key in run.details]
-    lines.append(f"| **launch to success** | **{run.details.get('launch_to_success_s', 0.0):,.2f}** |")
-    return "\n".join(lines)
+    phases = [(text, f"{run.details[key]:,.2f}") for key, text in LATENCY_PHASES if key in run.details]
+    total = ("**launch to success**", f"**{run.details.get('launch_to_success_s', 0.0):,.2f}**")
+    return _table(("phase", "time (s)"), "lr", [*phases, total])
 
 
 def fanout_table(measurements: Iterable[Measurement]) -> str | None:
@@ -439,12 +439,13 @@ def fanout_table(measurements: Iterable[Measurement]) -> str | None:
     if not runs:
         return None
     single = next((m for m in runs if m.step == f"{FANOUT_PREFIX}1"), None)
-    lines = ["| ranges | products | run (s) | launch to success (s) | rows/s | peak RSS, summed (MiB) | speed-up over 1 |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {m.step[len(FANOUT_PREFIX):]} | {m.products:,} | {m.seconds:,.2f} | "
-              f"{m.details.get('launch_to_success_s', 0.0):,.2f} | {m.rows_per_second:,.0f} | {m.peak_rss_mib:,.0f} | "
-              f"{_number(single.seconds / m.seconds if single and m.seconds else None, suffix='×')} |" for m in runs]
-    return "\n".join(lines)
+    columns = ("ranges", "products", "run (s)", "launch to success (s)", "rows/s", "peak RSS, summed (MiB)",
+               "speed-up over 1")
+    return _table(columns, "rrrrrrr", (
+        (m.step[len(FANOUT_PREFIX):], f"{m.products:,}", f"{m.seconds:,.2f}",
+         f"{m.details.get('launch_to_success_s', 0.0):,.2f}", f"{m.rows_per_second:,.0f}", f"{m.peak_rss_mib:,.0f}",
+         _number(single.seconds / m.seconds if single and m.seconds else None, suffix="×"))
+        for m in runs))
 
 
 def summary(measurements: Iterable[Measurement], targets: Iterable[TargetResult],
