@@ -121,15 +121,21 @@ def run_events(instance: dg.DagsterInstance, run_id: str, event_type: dg.Dagster
     return record.event_log_entry.dagster_event
 
 
-def evaluate_run_failure_alert(instance: dg.DagsterInstance, run_id: str, webhook: Webhook):
-    context = dg.build_run_status_sensor_context(
-        sensor_name="alert_on_run_failure",
-        dagster_event=run_events(instance, run_id, dg.DagsterEventType.RUN_FAILURE),
+def run_status_context(sensor_name: str, instance: dg.DagsterInstance, run_id: str,
+                       event_type: dg.DagsterEventType, webhook: Webhook) -> dg.RunStatusSensorContext:
+    """What the daemon hands the alert sensor `sensor_name` for the run's `event_type`."""
+    return dg.build_run_status_sensor_context(
+        sensor_name=sensor_name,
+        dagster_event=run_events(instance, run_id, event_type),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(run_id),
         resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
-    ).for_run_failure()
-    return alert_on_run_failure(context)
+    )
+
+
+def evaluate_run_failure_alert(instance: dg.DagsterInstance, run_id: str, webhook: Webhook):
+    return alert_on_run_failure(run_status_context(
+        "alert_on_run_failure", instance, run_id, dg.DagsterEventType.RUN_FAILURE, webhook).for_run_failure())
 
 
 def test_run_failure_alert_for_a_sync_whose_store_is_down(stores, webhook, capfd):
@@ -184,14 +190,8 @@ def product_copy_has_rows() -> dg.AssetCheckResult:
 
 
 def evaluate_check_alert(instance, run_id: str, webhook: Webhook):
-    context = dg.build_run_status_sensor_context(
-        sensor_name="alert_on_failed_checks",
-        dagster_event=run_events(instance, run_id, dg.DagsterEventType.RUN_SUCCESS),
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(run_id),
-        resources={"alert_webhook": AlertWebhookResource(url=webhook.url)},
-    )
-    return alert_on_failed_checks(context)
+    return alert_on_failed_checks(run_status_context(
+        "alert_on_failed_checks", instance, run_id, dg.DagsterEventType.RUN_SUCCESS, webhook))
 
 
 def test_check_failure_alert_names_only_failed_error_checks(webhook):
