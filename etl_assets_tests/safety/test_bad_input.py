@@ -50,15 +50,21 @@ def stored_content(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def invalid_record_problems(kind, rid, quarantine: dict, *, written_as: str | None) -> list[str]:
+    """An invalid record of `kind` must not be written (`written_as` says how it was, if it was) and must be
+    quarantined for its kind's reason."""
+    if written_as is not None:
+        return [f"{kind.name}: invalid, yet {written_as}"]
+    if rid not in quarantine:
+        return [f"{kind.name}: invalid, yet not quarantined"]
+    reason = quarantine[rid]["reason"]
+    return [] if kind.reason in reason else [f"{kind.name}: reason {reason!r} lacks {kind.reason!r}"]
+
+
 def product_problems(kind, doc: dict, copy: dict, quarantine: dict) -> list[str]:
     rid = record_id(doc)
     if kind.reason is not None:
-        if rid in copy:
-            return [f"{kind.name}: invalid, yet in the copy"]
-        if rid not in quarantine:
-            return [f"{kind.name}: invalid, yet not quarantined"]
-        reason = quarantine[rid]["reason"]
-        return [] if kind.reason in reason else [f"{kind.name}: reason {reason!r} lacks {kind.reason!r}"]
+        return invalid_record_problems(kind, rid, quarantine, written_as="in the copy" if rid in copy else None)
     if rid not in copy:
         return [f"{kind.name}: valid, yet not in the copy (quarantine says {quarantine.get(rid)})"]
     expected, row = flatten_product(doc), copy[rid]
@@ -151,12 +157,7 @@ def apply_later_changes(cart_db: sa.Engine, rows) -> None:
 def cart_problems(kind, cart: dict, snapshots: dict, expected: dict, quarantine: dict) -> list[str]:
     cid = cart["id"]
     if kind.reason is not None:
-        if cid in snapshots:
-            return [f"{kind.name}: invalid, yet snapshotted"]
-        if cid not in quarantine:
-            return [f"{kind.name}: invalid, yet not quarantined"]
-        reason = quarantine[cid]["reason"]
-        return [] if kind.reason in reason else [f"{kind.name}: reason {reason!r} lacks {kind.reason!r}"]
+        return invalid_record_problems(kind, cid, quarantine, written_as="snapshotted" if cid in snapshots else None)
     if snapshots.get(cid) != expected[cid]:
         return [f"{kind.name}: snapshot {snapshots.get(cid)} != {expected[cid]}"]
     return []
