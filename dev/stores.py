@@ -135,7 +135,8 @@ class LocalMongo:
         finally:
             client.close()
 
-    def start(self, timeout_s: float = 30.0) -> LocalMongo:
+    # secantusdb loads its whole storage before it answers: about a minute for a bench root of 2 GB.
+    def start(self, timeout_s: float = 600.0) -> LocalMongo:
         if self.is_up():
             return self
         self.port = self.port or free_port()
