@@ -62,12 +62,14 @@ def warehouse_build_schedule(
     context: dg.ScheduleEvaluationContext, order_db: MongoStoreResource, warehouse: PostgresStoreResource
 ):
     yesterday = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
-    # The day that ended is built even without orders: its daily_sales row of zeros and its cart funnel.
-    requests = [dg.RunRequest(run_key=yesterday.isoformat(), partition_key=yesterday.isoformat())]
     found = order_day_requests(context.instance, order_db.db()["orders"], warehouse.engine(),
                                *order_window(yesterday))
-    requests += [request for request in found.requests if request.partition_key != yesterday.isoformat()]
-    return requests
+    sweep = {request.partition_key: request for request in found.requests}
+    # The day that ended is built even without orders (its daily_sales row of zeros and its cart funnel),
+    # with the fingerprint the sweep took when it has one, so its load need not take it again.
+    ended = sweep.pop(yesterday.isoformat(), None)
+    return [dg.RunRequest(run_key=yesterday.isoformat(), partition_key=yesterday.isoformat(),
+                          tags=ended.tags if ended else {}), *sweep.values()]
 
 
 all_schedules = [

@@ -22,6 +22,7 @@ from bson import ObjectId, json_util
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure
 
+from etl_assets.assets.orders import ORDER_COUNT_TAG, ORDER_FINGERPRINT_TAG
 from etl_assets.jobs import WILL_RETRY_TAG, cart_sync, product_sync_incremental, warehouse_build
 from etl_assets.partitions import DAILY, order_window
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
@@ -209,8 +210,6 @@ def cart_changes(context: dg.SensorEvaluationContext, cart_db: PostgresStoreReso
 
 # ---------- orders ----------
 
-# The source fingerprint a warehouse_build run was requested for (etl_assets/sync/order_days.py).
-ORDER_FINGERPRINT_TAG = "shop-sync/order-fingerprint"
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -263,7 +262,7 @@ def order_day_requests(
         result.requests.append(dg.RunRequest(
             run_key=f"order-day-{day}-{fingerprint[:16]}-after-{replaces}-failed-{failed}",
             partition_key=day,
-            tags={ORDER_FINGERPRINT_TAG: fingerprint, "shop-sync/orders": str(stale.fingerprint.orders)},
+            tags={ORDER_FINGERPRINT_TAG: fingerprint, ORDER_COUNT_TAG: str(stale.fingerprint.orders)},
         ))
     return result
 

@@ -16,11 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets import jobs
-from etl_assets.assets.orders import order_assets
+from etl_assets.assets.orders import ORDER_FINGERPRINT_TAG, order_assets
 from etl_assets.assets.warehouse import warehouse_assets
 from etl_assets.checks.orders import warehouse_orders_built_from_current_orders
 from etl_assets.definitions import defs
-from etl_assets.sensors import ORDER_FINGERPRINT_TAG
 from etl_assets.settings import SETTINGS
 from etl_assets.sync.orders import SOURCE
 from etl_assets.sync.quarantine import open_count
@@ -256,6 +255,7 @@ def test_the_nightly_sweep_builds_yesterday_and_every_changed_day(stores, instan
     assert defs.resolve_schedule_def("warehouse_build_schedule").job_name == "warehouse_build"
     assert [r.partition_key for r in requests] == [YESTERDAY.isoformat(), LAST_WEEK.isoformat()]
     assert requests[0].run_key == YESTERDAY.isoformat()
+    assert ORDER_FINGERPRINT_TAG not in requests[0].tags  # yesterday has no orders, so the sweep found it built
     for request in requests:
         build(stores, instance, date.fromisoformat(request.partition_key), request.tags)
     assert order_row(stores, changed)[1] == "refunded"
@@ -289,3 +289,29 @@ def test_the_coverage_check_fails_for_unbuilt_and_outdated_days(stores, instance
     assert outdated.severity == dg.AssetCheckSeverity.WARN and metadata(outdated)["outdated"] == 1
     automation_pass(stores, instance, None)
     assert failing(coverage()) == (True, 0, [])
+
+
+def test_a_requested_build_records_the_fingerprint_it_was_requested_for(stores, instance):
+    stores.order_db.orders.insert_one(make_order(at(YESTERDAY, 8)))
+    [request] = tick(stores, instance).run_requests
+    # The order the sensor saw changes before the run starts: the run loads the change, records the
+    # fingerprint it was requested for, and the next tick asks for the day again.
+    stores.order_db.orders.insert_one(make_order(at(YESTERDAY, 9)))
+    result = build(stores, instance, YESTERDAY, request.tags)
+
+    [materialization] = result.asset_materializations_for_node("warehouse__orders")
+    assert materialization.metadata["fingerprint"].value == request.tags[ORDER_FINGERPRINT_TAG]
+    assert materialization.metadata["fingerprint_given"].value is True
+    assert rows(stores, "SELECT fingerprint, orders FROM etl_order_day_builds WHERE day = :day", day=YESTERDAY) == [
+        (request.tags[ORDER_FINGERPRINT_TAG], 1)]
+    assert daily_sales(stores, YESTERDAY)[0] == 2
+    [again] = tick(stores, instance).run_requests
+    build(stores, instance, YESTERDAY, again.tags)
+    assert not tick(stores, instance).run_requests
+
+
+def test_the_nightly_build_of_the_day_that_ended_carries_the_sweeps_fingerprint(stores, instance):
+    stores.order_db.orders.insert_one(make_order(at(YESTERDAY, 8)))
+    [request] = sweep(stores, instance, at(TODAY, SETTINGS.warehouse_build_hour, SETTINGS.warehouse_build_minute))
+    assert (request.partition_key, request.run_key) == (YESTERDAY.isoformat(), YESTERDAY.isoformat())
+    assert request.tags[ORDER_FINGERPRINT_TAG] == tick(stores, instance).run_requests[0].tags[ORDER_FINGERPRINT_TAG]

@@ -1,5 +1,7 @@
 """The Order service's orders: the observed source collection and its daily copy in the warehouse."""
 
+from datetime import date
+
 import dagster as dg
 import pandera.polars as pa
 from sqlalchemy.engine import Engine
@@ -15,8 +17,24 @@ from etl_assets.k8s import WAREHOUSE_TARGET
 from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
 from etl_assets.resources import MongoStoreResource, PostgresStoreResource
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
+from etl_assets.sync.order_days import DayFingerprint
 from etl_assets.sync.orders import SOURCE, quarantine_undated_orders, sync_order_day
 from etl_assets.sync.warehouse import table_columns
+
+# What the order_changes sensor saw when it requested a day's build: the source fingerprint
+# (etl_assets/sync/order_days.py) and the orders it counts.
+ORDER_FINGERPRINT_TAG = "shop-sync/order-fingerprint"
+ORDER_COUNT_TAG = "shop-sync/orders"
+
+
+def requested_fingerprint(context: dg.AssetExecutionContext, days: list[date]) -> DayFingerprint | None:
+    """The fingerprint the run was requested for, when it builds that one day: the sensor took it before
+    the run started, so before the load reads (what the recorded fingerprint needs), and the load need
+    not aggregate the day again. A change since then leaves the day outdated, and it is built again."""
+    tags = context.run.tags
+    if len(days) != 1 or ORDER_FINGERPRINT_TAG not in tags or not tags.get(ORDER_COUNT_TAG, "").isdigit():
+        return None
+    return DayFingerprint(int(tags[ORDER_COUNT_TAG]), tags[ORDER_FINGERPRINT_TAG])
 
 
 class OrderSyncConfig(dg.Config):
@@ -67,8 +85,11 @@ def warehouse_orders(
     engine = warehouse.engine()
     db = order_db.db()
     undated = quarantine_undated_orders(db, engine, run_id=context.run_id, batch_size=config.batch_size)
-    for day in partition_days(context):
-        report = sync_order_day(db, engine, day, run_id=context.run_id, batch_size=config.batch_size)
+    days = partition_days(context)
+    requested = requested_fingerprint(context, days)
+    for day in days:
+        report = sync_order_day(db, engine, day, run_id=context.run_id, batch_size=config.batch_size,
+                                fingerprint=requested)
         context.log.info(
             f"{report.day}: {report.inserted} orders ({report.items_inserted} items) loaded, "
             f"{report.quarantined} quarantined, {report.replaced} replaced"

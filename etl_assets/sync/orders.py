@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from etl_assets.schemas.orders import FlatOrder, OrderItemRow, polars_schema
 from etl_assets.schemas.warehouse import OrderItemsTable, OrdersTable
-from etl_assets.sync.order_days import EMPTY_DAY, day_fingerprints
+from etl_assets.sync.order_days import EMPTY_DAY, DayFingerprint, day_fingerprints
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame
 from etl_assets.sync.quarantine import Quarantine, Rejection
 from etl_assets.sync.report import SyncReport
@@ -267,6 +267,7 @@ class OrderDayReport(SyncReport):
     items_inserted: int = 0
     replaced: int = 0
     fingerprint: str = ""  # the source's, taken before the read (etl_assets/sync/order_days.py)
+    fingerprint_given: bool = False  # taken by whoever requested the build, not by this load
 
     @property
     def quarantine_rate(self) -> float:
@@ -274,18 +275,23 @@ class OrderDayReport(SyncReport):
 
 
 def sync_order_day(
-    order_db: Database, warehouse: Engine, day: date, *, run_id: str, batch_size: int = 5000
+    order_db: Database, warehouse: Engine, day: date, *, run_id: str, batch_size: int = 5000,
+    fingerprint: DayFingerprint | None = None,
 ) -> OrderDayReport:
     """Replace the day's rows in `orders` and `order_items` with the day's valid documents, and record the
     source fingerprint they were built from in the same transaction.
 
-    The fingerprint is taken before the read, so a change that lands during the read leaves the recorded
-    fingerprint behind the source's, and the day is built again."""
+    The fingerprint must be taken before the read, so that a change landing during the read leaves the
+    recorded fingerprint behind the source's and the day is built again. `fingerprint` is the one whoever
+    requested the build took to decide it (the order_changes sensor's, before the run started); without
+    it the load takes the day's fingerprint itself first, an aggregation over the day's orders."""
     start, end = day_window(day)
     report = OrderDayReport(mode="day", dry_run=False, day=day.isoformat())
     quarantine = Quarantine(warehouse, SOURCE, run_id)
     started_at = _warehouse_now(warehouse)
-    fingerprint = day_fingerprints(order_db.orders, day, day).get(day, EMPTY_DAY)
+    report.fingerprint_given = fingerprint is not None
+    if fingerprint is None:
+        fingerprint = day_fingerprints(order_db.orders, day, day).get(day, EMPTY_DAY)
     report.fingerprint = fingerprint.digest
     docs = order_db.orders.find({"createdAt": {"$gte": start, "$lt": end}}, batch_size=batch_size)
     # One connection and one transaction for the whole day, quarantine rows included: every lock the

@@ -89,3 +89,32 @@ def test_a_failed_day_build_records_nothing(stores, monkeypatch):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one() == 1
     assert [stale.day for stale in days_to_build(stores.order_db.orders, engine, DAY, DAY)] == [DAY]
+
+
+def test_a_build_given_the_requests_fingerprint_records_it_without_aggregating(stores, monkeypatch):
+    engine = stores.warehouse_engine
+    stores.order_db.orders.insert_one(make_order(at(DAY, 1)))
+    requested = fingerprint(stores)[DAY]
+
+    def no_aggregation(*args, **kwargs):
+        raise AssertionError("the load aggregated the day although the request carried its fingerprint")
+
+    monkeypatch.setattr("etl_assets.sync.orders.day_fingerprints", no_aggregation)
+    report = sync_order_day(stores.order_db, engine, DAY, run_id="run-1", fingerprint=requested)
+    assert (report.fingerprint, report.fingerprint_given, report.inserted) == (requested.digest, True, 1)
+    assert load_day_builds(engine, DAY, DAY)[DAY].fingerprint == requested.digest
+
+
+def test_a_change_after_the_request_leaves_the_day_outdated_until_built_again(stores):
+    engine = stores.warehouse_engine
+    stores.order_db.orders.insert_one(make_order(at(DAY, 1)))
+    [requested] = days_to_build(stores.order_db.orders, engine, DAY, DAY)
+    # An order lands between the request and the run: the run loads it, but records what was requested.
+    stores.order_db.orders.insert_one(make_order(at(DAY, 2)))
+    report = sync_order_day(stores.order_db, engine, DAY, run_id="run-1", fingerprint=requested.fingerprint)
+    assert report.inserted == 2
+
+    [again] = days_to_build(stores.order_db.orders, engine, DAY, DAY)
+    assert (again.built.orders, again.fingerprint.orders) == (1, 2)
+    sync_order_day(stores.order_db, engine, DAY, run_id="run-2", fingerprint=again.fingerprint)
+    assert days_to_build(stores.order_db.orders, engine, DAY, DAY) == []
