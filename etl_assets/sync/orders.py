@@ -298,11 +298,19 @@ def sync_order_day(
     # load waits for is one PostgreSQL sees, so a conflict is a deadlock it detects, never a wait between
     # two connections of this process, and the day and its quarantine commit or roll back together.
     with warehouse.begin() as conn:
-        conn.execute(sa.text("DELETE FROM order_items WHERE order_day = :day"), {"day": day})
-        report.replaced = conn.execute(sa.text("DELETE FROM orders WHERE order_day = :day"), {"day": day}).rowcount
+        replaced: list[int] = []
+
+        def clear_day() -> None:
+            """Delete the day's rows, once: on the writer thread before its first batch, so the source is
+            read while PostgreSQL deletes, or after the read for a day with no documents left."""
+            if not replaced:
+                conn.execute(sa.text("DELETE FROM order_items WHERE order_day = :day"), {"day": day})
+                replaced.append(conn.execute(sa.text("DELETE FROM orders WHERE order_day = :day"),
+                                             {"day": day}).rowcount)
 
         def load(counted: tuple[int, OrderBatch]) -> None:
             _, batch = counted
+            clear_day()
             quarantine.put(batch.rejections, conn)
             _insert(conn, batch)
 
@@ -316,6 +324,8 @@ def sync_order_day(
             report.quarantined += len(batch.rejections)
             report.inserted += batch.orders.height
             report.items_inserted += batch.items.height
+        clear_day()
+        report.replaced = replaced[0]
         report.resolved = conn.execute(_RESOLVE_DAY, {
             "source": SOURCE, "started_at": started_at, "start": start, "end": end,
         }).rowcount

@@ -184,6 +184,19 @@ def test_rerunning_a_day_replaces_it_and_resolves_fixed_orders(stores) -> None:
     assert open_count(engine, SOURCE) == 0
 
 
+def test_a_day_whose_orders_all_left_the_source_is_emptied(stores) -> None:
+    engine = stores.warehouse_engine
+    stores.order_db.orders.insert_many([make_order(at(DAY, 1)), make_order(at(DAY, 2))])
+    sync_order_day(stores.order_db, engine, DAY, run_id="run-1")
+    stores.order_db.orders.delete_many({})
+
+    report = sync_order_day(stores.order_db, engine, DAY, run_id="run-2")
+
+    assert (report.read, report.replaced, report.inserted) == (0, 2, 0)
+    assert warehouse_rows(engine, "SELECT count(*) FROM orders") == [(0,)]
+    assert warehouse_rows(engine, "SELECT count(*) FROM order_items") == [(0,)]
+
+
 def test_an_order_that_left_the_day_is_resolved_in_the_quarantine(stores) -> None:
     engine = stores.warehouse_engine
     bad = make_order(at(DAY, 3), userId="")
