@@ -230,7 +230,7 @@ class Bench:
         else:
             outcome = bench_steps.StepOutcome(**result)
             # The step's own peak; for Sling, the sling binary's.
-            peak_bytes = outcome.worker_peak_rss_bytes or usage.ru_maxrss * 1024
+            peak_bytes = outcome.peak_rss_bytes
         measurement = Measurement(
             step=step, products=products, rows=outcome.rows, seconds=outcome.seconds, peak_rss_bytes=peak_bytes,
             cpu_seconds=outcome.cpu_seconds, source_cpu_seconds=source_cpu, postgres_cpu_seconds=postgres_cpu,

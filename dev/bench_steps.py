@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import struct
 import subprocess
 import time
@@ -88,8 +89,17 @@ class StepOutcome:
     seconds: float
     cpu_seconds: float  # of the process doing the work, all its threads, during the timed work only
     details: dict[str, Any] = field(default_factory=dict)
-    # Set when a child process of the step did the work (Sling): its peak RSS, not the step's.
-    worker_peak_rss_bytes: int | None = None
+    # The peak RSS of the process that did the work: the step's own (set by run_step), or Sling's.
+    peak_rss_bytes: int = 0
+
+
+def peak_rss_bytes(pid: int | str = "self") -> int:
+    """A live process's own peak RSS (VmHWM). Not rusage's ru_maxrss: Linux carries the parent's peak into
+    a child across fork and exec, so a step started by the bench process would report the bench's."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
 
 
 class Stopwatch:
@@ -198,15 +208,20 @@ def sling(ctx: StepContext) -> StepOutcome:
     with log.open("wb") as output:
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
-        _, status, usage = os.wait4(process.pid, 0)
+        peak = 0
+        while process.poll() is None:  # VmHWM only grows: its last reading is the peak, within 20 ms
+            try:
+                peak = peak_rss_bytes(process.pid)
+            except (FileNotFoundError, ProcessLookupError):  # it exited between poll() and the read
+                break
+            time.sleep(0.02)
         seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"sling exited with {process.returncode}; see {log}")
     with sa.create_engine(ctx.bench_url).connect() as conn:
         rows = conn.execute(sa.text(f"SELECT count(*) FROM {SLING_TABLE}")).scalar_one()  # noqa: S608
-    return StepOutcome(rows, seconds, usage.ru_utime + usage.ru_stime, {"log": str(log)},
-                       worker_peak_rss_bytes=usage.ru_maxrss * 1024)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # Sling is the only child this step waits for
+    return StepOutcome(rows, seconds, usage.ru_utime + usage.ru_stime, {"log": str(log)}, peak_rss_bytes=peak)
 
 
 # ---------- the old service ----------
@@ -434,4 +449,5 @@ STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
 
 def run_step(name: str, ctx: StepContext, result_file: Path) -> None:
     outcome = STEPS[name](ctx)
+    outcome.peak_rss_bytes = outcome.peak_rss_bytes or peak_rss_bytes()
     result_file.write_text(json.dumps(asdict(outcome)))

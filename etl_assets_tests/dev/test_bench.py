@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import struct
 import subprocess
 import sys
@@ -231,6 +233,22 @@ def test_tree_memory_sums_a_process_and_its_children():
     peak = tree.stop()
     assert peak.processes == 2
     assert peak.rss_bytes > 50 * MIB and peak.pss_bytes > 50 * MIB
+
+
+def test_a_step_reports_its_own_peak_not_the_bench_processs(tmp_path, monkeypatch):
+    """The bench process grows (it loads carts and orders) before it starts a step; the step's peak must
+    not inherit that (rusage's ru_maxrss does, across fork and exec)."""
+    bench_process = bytearray(400 * MIB)
+    bench_process[::4096] = b"\x01" * len(bench_process[::4096])  # touched, so resident
+    script = ("import sys; from pathlib import Path; from dev import bench_steps; "
+              "bench_steps.STEPS['tiny'] = lambda ctx: bench_steps.StepOutcome(1, 0.0, 0.0); "
+              "bench_steps.run_step('tiny', None, Path(sys.argv[1]))")
+    result = tmp_path / "result.json"
+    step = subprocess.Popen([sys.executable, "-c", script, str(result)])
+    _, status, usage = os.wait4(step.pid, 0)
+    assert status == 0 and usage.ru_maxrss * 1024 > 400 * MIB  # what the bench used to report
+    assert 0 < json.loads(result.read_text())["peak_rss_bytes"] < 300 * MIB
+    del bench_process
 
 
 def test_fanout_table_shows_the_speed_up_over_one_range():
