@@ -43,20 +43,21 @@ def _total_matches(stored: Any, expected: float) -> bool:
 
 
 def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BATCH_SIZE) -> CartReconciliation:
-    """Page through the carts (joined with their products) as the cart sync does, build the snapshots it
-    would write, and read the stored ones of each page as one range of the unique cartId index, as a
-    full cart sync does (a `$in` of a whole page is a scan per page on some servers). A snapshot
-    marked deleted counts as none. Then compare the snapshots' keys with the carts as the sync
-    does: a live snapshot without a cart is one the sync has not marked yet."""
+    """Page through the carts (joined with their products) as the cart sync does and build the snapshots
+    it would write. Read the stored snapshots as a full cart sync does, in one pass: each page's keyset
+    range of the unique cartId index, from the previous page's last cart through its own (a `$in` of a
+    whole page is a scan per page on some servers), and the keys past the last page. A snapshot marked
+    deleted counts as none; a live one in a page's range whose cart the page does not hold, or past the
+    last page with no cart, is one the sync has not marked yet."""
     result = CartReconciliation()
     snapshots = order_db[cart_sync.COLLECTION]
+    after = None
     for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
         expected = cart_sync.check_batch(rows).snapshots
         result.carts += len(rows)
         result.expected_snapshots += len(expected)
-        stored = {cart_id: doc for cart_id, doc in cart_sync.stored_snapshots(
-            snapshots, [s["cartId"] for s in expected], contiguous=True).items()
-            if doc.get(cart_sync.DELETED_AT) is None}
+        stored = {cart_id: doc for cart_id, doc in cart_sync.snapshots_in_range(
+            snapshots, after, rows[-1]["cart_id"]).items() if doc.get(cart_sync.DELETED_AT) is None}
         missing, stale, wrong_total = [], [], []
         for snapshot in expected:
             doc = stored.get(snapshot["cartId"])
@@ -69,7 +70,10 @@ def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BA
         result.missing.add(missing)
         result.stale.add(stale)
         result.wrong_total.add(wrong_total)
-    for diff in cart_sync.diff_keys(cart_db, snapshots, batch_size):
+        page_carts = {row["cart_id"] for row in rows}
+        result.without_cart.add(sorted(cart_id for cart_id in stored if cart_id not in page_carts))
+        after = rows[-1]["cart_id"]
+    for diff in cart_sync.diff_keys(cart_db, snapshots, batch_size, after=after):
         result.without_cart.add(diff.gone)
     result.marked_deleted = snapshots.count_documents({cart_sync.DELETED_AT: {"$ne": None}})
     return result
