@@ -1,8 +1,9 @@
-"""Bulk writes to PostgreSQL: polars frames sent with COPY … FROM STDIN as CSV."""
+"""Bulk reads and writes of polars frames in PostgreSQL: COPY … TO STDOUT and FROM STDIN as CSV."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -29,3 +30,12 @@ def copy_rows(cursor: Any, statement: str, rows: io.BytesIO) -> None:
 
 def copy_frame(cursor: Any, statement: str, frame: pl.DataFrame) -> None:
     copy_rows(cursor, statement, csv_rows(frame))
+
+
+def read_frame(cursor: Any, query: str, params: Mapping[str, Any], schema: pl.Schema) -> pl.DataFrame:
+    """The rows of `query` (psycopg2 placeholders, bound by the driver) as a frame of `schema`, in column
+    order, read through COPY … TO STDOUT as CSV: no Python object per value."""
+    buffer = io.BytesIO()
+    cursor.copy_expert(b"COPY (" + cursor.mogrify(query, params) + b") TO STDOUT WITH (FORMAT csv)", buffer)
+    buffer.seek(0)
+    return pl.read_csv(buffer, has_header=False, schema=schema, raise_if_empty=False)

@@ -1,8 +1,9 @@
-"""The warehouse's daily analytics: polars transforms, and loaders that replace one day in one transaction.
+"""The warehouse's daily analytics: loaders that replace one day in one transaction.
 
-Every transform is a pure function of polars frames, valid for a whole day or for any batch of it:
-their outputs are sums, so the loaders stream the day in batches and add the partial results up with
-`sum_partials`. Memory follows the batch size and the number of products, never the day's volume.
+daily_sales and product_sales are one aggregate query each over the day's order items in PostgreSQL,
+read back through COPY; the cart funnel streams the carts in batches through a polars transform whose
+outputs are sums, added up with `sum_partials`. Memory follows the batch size and the number of
+products, never the day's volume.
 
 - daily_sales: orders, units and revenue (sum of item subtotals, before tax, shipping and discount) of
   the orders created that day, whatever their status; paid_orders and paid_revenue of those whose
@@ -19,7 +20,7 @@ their outputs are sums, so the loaders stream the day in batches and add the par
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -34,41 +35,14 @@ from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, Produ
 from etl_assets.sync.carts import COLLECTION as CARTS
 from etl_assets.sync.carts import LIVE as LIVE_CARTS
 from etl_assets.sync.orders import UnreadableFieldError, day_window, read_text, read_timestamp
+from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, read_frame
 from etl_assets.sync.streams import batched
 
-SALES_ITEM_SCHEMA = pl.Schema({"line_no": pl.Int64, "product_id": pl.String, "quantity": pl.Int64,
-                               "subtotal": pl.Float64, "paid": pl.Boolean})
 PAID = "paid"  # the payment status that counts an order as paid
 CART_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
                          "created_at": pl.Datetime("us", "UTC"), "updated_at": pl.Datetime("us", "UTC")})
 ORDERED_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
                             "ordered_at": pl.Datetime("us", "UTC")})
-
-
-def daily_sales(day: date, items: pl.DataFrame) -> pl.DataFrame:
-    """One DailySalesTable row from order lines (line_no, quantity, subtotal, paid) of `day`.
-
-    Every order has exactly one first line, so counting first lines counts orders and, unlike a
-    distinct count, stays correct when the lines of one order fall into different batches.
-    """
-    first_line, paid = pl.col("line_no") == 1, pl.col("paid")
-    return items.select(
-        pl.lit(day, dtype=pl.Date).alias("day"),
-        first_line.sum().cast(pl.Int64).alias("orders"),
-        pl.col("quantity").sum().cast(pl.Int64).alias("units"),
-        pl.col("subtotal").sum().cast(pl.Float64).alias("revenue"),
-        (first_line & paid).sum().cast(pl.Int64).alias("paid_orders"),
-        pl.col("subtotal").filter(paid).sum().cast(pl.Float64).alias("paid_revenue"),
-    )
-
-
-def product_sales(day: date, items: pl.DataFrame) -> pl.DataFrame:
-    """ProductSalesTable rows from order lines (product_id, quantity, subtotal) of `day`."""
-    return (
-        items.group_by("product_id")
-        .agg(pl.col("quantity").sum().cast(pl.Int64).alias("units"), pl.col("subtotal").sum().alias("revenue"))
-        .select(pl.lit(day, dtype=pl.Date).alias("day"), "product_id", "units", "revenue")
-    )
 
 
 def cart_funnel(day: date, carts: pl.DataFrame, ordered: pl.DataFrame, abandon_after_days: int) -> pl.DataFrame:
@@ -125,60 +99,66 @@ class DayLoad:
 
 
 def _finish(model: type[pa.DataFrameModel], frame: pl.DataFrame, sort_by: list[str]) -> pl.DataFrame:
-    """Round money to cents and hold the frame to its table's model before it is written."""
-    frame = frame.with_columns(pl.col(money).round(2) for money in ("revenue", "paid_revenue") if money in frame.columns)
+    """Hold the frame to its table's model before it is written."""
     return model.validate(frame.sort(sort_by), lazy=True)
 
 
 def _replace_day(conn: Connection, table: str, day: date, rows: pl.DataFrame) -> int:
-    """Delete the day's rows and insert `rows`, inside the caller's transaction; returns rows deleted."""
-    target = sa.table(table, *map(sa.column, rows.columns))
+    """Delete the day's rows and COPY `rows` in, inside the caller's transaction; returns rows deleted."""
+    target = sa.table(table, sa.column("day"))
     deleted = conn.execute(sa.delete(target).where(target.c.day == day)).rowcount
     if not rows.is_empty():
-        conn.execute(sa.insert(target), rows.to_dicts())
+        with conn.connection.cursor() as cursor:  # the same session, so the same transaction
+            copy_frame(cursor, f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN WITH {CSV_OPTIONS}", rows)
     return deleted
 
 
-def _stream_frames(
-    conn: Connection, query: sa.TextClause, params: Mapping[str, Any], schema: pl.Schema, batch_size: int
-) -> Iterator[pl.DataFrame]:
-    """A query's rows as frames of `batch_size`, through a server-side cursor."""
-    result = conn.execute(query, params, execution_options={"yield_per": batch_size})
-    for rows in result.partitions():
-        yield pl.DataFrame(rows, schema=schema, orient="row")
+# Sums of numeric(14,2) subtotals are exact cents, so the money needs no rounding after the sum. Every
+# order has exactly one first line: counting first lines counts orders. An order's items carry its day,
+# so the join reads only the day's orders.
+_DAILY_SALES = """
+    SELECT CAST(%(day)s AS date), count(*) FILTER (WHERE i.line_no = 1), coalesce(sum(i.quantity), 0),
+           coalesce(sum(i.subtotal), 0), count(*) FILTER (WHERE i.line_no = 1 AND o.payment_status = %(paid)s),
+           coalesce(sum(i.subtotal) FILTER (WHERE o.payment_status = %(paid)s), 0), count(*)
+    FROM order_items i JOIN orders o ON o.order_id = i.order_id AND o.order_day = i.order_day
+    WHERE i.order_day = %(day)s
+"""
+_DAILY_SALES_SCHEMA = pl.Schema({"day": pl.Date, "orders": pl.Int64, "units": pl.Int64, "revenue": pl.Float64,
+                                 "paid_orders": pl.Int64, "paid_revenue": pl.Float64, "items": pl.Int64})
+
+_PRODUCT_SALES = """
+    SELECT CAST(%(day)s AS date), product_id, sum(quantity), sum(subtotal), count(*)
+    FROM order_items
+    WHERE order_day = %(day)s
+    GROUP BY product_id
+"""
+_PRODUCT_SALES_SCHEMA = pl.Schema({"day": pl.Date, "product_id": pl.String, "units": pl.Int64,
+                                   "revenue": pl.Float64, "items": pl.Int64})
 
 
-_DAY_ITEMS = sa.text("""
-    SELECT i.line_no::bigint, i.product_id, i.quantity::bigint, i.subtotal::float8, o.payment_status = :paid
-    FROM order_items i JOIN orders o ON o.order_id = i.order_id
-    WHERE i.order_day = :day
-""")
-
-
-def _load_sales(warehouse: Engine, day: date, table: str, summarise: Callable[[date, pl.DataFrame], pl.DataFrame],
-                model: type, group_keys: list[str], sort_keys: list[str], batch_size: int) -> DayLoad:
-    """Summarise the day's order items batch by batch, add the partial sums and replace the day in `table`."""
+def _load_sales(warehouse: Engine, day: date, table: str, query: str, schema: pl.Schema,
+                model: type[pa.DataFrameModel], sort_keys: list[str]) -> DayLoad:
+    """Aggregate the day's order items in PostgreSQL (one row per group, and the items it counts) and
+    replace the day in `table` with the groups."""
     started = time.monotonic()
-    read = 0
     with warehouse.begin() as conn:
-        partials = [summarise(day, SALES_ITEM_SCHEMA.to_frame())]
-        for items in _stream_frames(conn, _DAY_ITEMS, {"day": day, "paid": PAID}, SALES_ITEM_SCHEMA, batch_size):
-            partials.append(summarise(day, items))
-            read += items.height
-        rows = _finish(model, sum_partials(partials, group_keys), sort_keys)
+        with conn.connection.cursor() as cursor:
+            groups = read_frame(cursor, query, {"day": day, "paid": PAID}, schema)
+        rows = _finish(model, groups.drop("items"), sort_keys)
         replaced = _replace_day(conn, table, day, rows)
-    return DayLoad(table, day, rows, read, replaced, duration_s=round(time.monotonic() - started, 3))
+    return DayLoad(table, day, rows, int(groups["items"].sum()), replaced,
+                   duration_s=round(time.monotonic() - started, 3))
 
 
-def load_daily_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
+def load_daily_sales(warehouse: Engine, day: date) -> DayLoad:
     """Replace the day's `daily_sales` row (a row of zeros for a day without orders)."""
-    return _load_sales(warehouse, day, "daily_sales", daily_sales, DailySalesTable, ["day"], ["day"], batch_size)
+    return _load_sales(warehouse, day, "daily_sales", _DAILY_SALES, _DAILY_SALES_SCHEMA, DailySalesTable, ["day"])
 
 
-def load_product_sales(warehouse: Engine, day: date, *, batch_size: int = 50_000) -> DayLoad:
+def load_product_sales(warehouse: Engine, day: date) -> DayLoad:
     """Replace the day's `product_sales` rows, one per product sold."""
-    return _load_sales(warehouse, day, "product_sales", product_sales, ProductSalesTable, ["day", "product_id"],
-                       ["product_id"], batch_size)
+    return _load_sales(warehouse, day, "product_sales", _PRODUCT_SALES, _PRODUCT_SALES_SCHEMA, ProductSalesTable,
+                       ["product_id"])
 
 
 # The latest order of each (user, product) pair of a batch of carts, before the end of the day.

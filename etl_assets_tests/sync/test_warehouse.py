@@ -1,4 +1,4 @@
-"""The warehouse transforms on plain polars frames, and the replace-day loaders on real stores."""
+"""The cart funnel transform on plain polars frames, and the replace-day loaders on real stores."""
 
 from __future__ import annotations
 
@@ -15,14 +15,10 @@ from etl_assets.sync.orders import sync_order_day
 from etl_assets.sync.warehouse import (
     CART_SCHEMA,
     ORDERED_SCHEMA,
-    SALES_ITEM_SCHEMA,
     cart_funnel,
-    daily_sales,
     load_cart_funnel,
     load_daily_sales,
     load_product_sales,
-    product_sales,
-    sum_partials,
 )
 from etl_assets_tests.sync.test_carts import PRODUCT_A, add_cart, add_product, delete_cart
 from etl_assets_tests.sync.test_carts import run as sync_carts
@@ -32,45 +28,7 @@ DAY = date(2025, 3, 10)
 END_OF_DAY = datetime(2025, 3, 11, tzinfo=UTC)
 
 
-def items(*lines: tuple[int, str, int, float, bool]) -> pl.DataFrame:
-    """Order lines as (line_no, product_id, quantity, subtotal, paid)."""
-    return pl.DataFrame(lines, schema=SALES_ITEM_SCHEMA, orient="row")
-
-
-# Three orders: the first and the last are paid.
-LINES = items((1, "p1", 2, 10.0, True), (2, "p2", 1, 3.25, True), (1, "p1", 1, 5.0, False), (1, "p3", 4, 0.4, True),
-              (2, "p1", 3, 15.0, True))
-
-
-# --- transforms ----------------------------------------------------------------------------------------
-
-def test_daily_sales_counts_orders_by_their_first_line() -> None:
-    expected = pl.DataFrame({"day": [DAY], "orders": [3], "units": [11], "revenue": [33.65], "paid_orders": [2],
-                             "paid_revenue": [28.65]})
-    assert_frame_equal(daily_sales(DAY, LINES), expected, check_dtypes=False)
-    DailySalesTable.validate(daily_sales(DAY, LINES))
-
-
-def test_a_day_without_lines_has_a_row_of_zeros() -> None:
-    assert daily_sales(DAY, items()).rows() == [(DAY, 0, 0, 0.0, 0, 0.0)]
-    assert product_sales(DAY, items()).is_empty()
-
-
-def test_product_sales_sums_units_and_revenue_per_product() -> None:
-    rows = product_sales(DAY, LINES).sort("product_id")
-    assert rows.rows() == [(DAY, "p1", 6, 30.0), (DAY, "p2", 1, 3.25), (DAY, "p3", 4, 0.4)]
-    ProductSalesTable.validate(rows)
-
-
-@pytest.mark.parametrize("batch_size", [1, 2, 3])
-def test_batches_add_up_to_the_whole_day(batch_size: int) -> None:
-    batches = [LINES.slice(offset, batch_size) for offset in range(0, LINES.height, batch_size)]
-    assert_frame_equal(sum_partials([daily_sales(DAY, b) for b in batches], ["day"]), daily_sales(DAY, LINES))
-    assert_frame_equal(
-        sum_partials([product_sales(DAY, b) for b in batches], ["day", "product_id"]).sort("product_id"),
-        product_sales(DAY, LINES).sort("product_id"),
-    )
-
+# --- the cart funnel transform -------------------------------------------------------------------------
 
 def carts(*rows: tuple[str, str, datetime, datetime | None]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=CART_SCHEMA, orient="row")
@@ -145,24 +103,81 @@ def loaded_day(stores):
 
 def test_daily_sales_replaces_its_day_and_a_rerun_is_idempotent(loaded_day) -> None:
     engine = loaded_day.warehouse_engine
-    first = load_daily_sales(engine, DAY, batch_size=2)
+    first = load_daily_sales(engine, DAY)
     assert (first.read, first.replaced) == (4, 0)
     query = "SELECT day, orders, units, revenue::float8, paid_orders, paid_revenue::float8 FROM daily_sales"
     rows = table(engine, query)
     assert rows == [(DAY, 3, 8, 18.65, 2, 13.65)]  # u2's order is not paid yet
 
-    again = load_daily_sales(engine, DAY, batch_size=2)
+    again = load_daily_sales(engine, DAY)
     assert again.replaced == 1
     assert table(engine, query) == rows
 
 
+def test_daily_sales_counts_orders_by_their_first_line(loaded_day) -> None:
+    load = load_daily_sales(loaded_day.warehouse_engine, DAY)  # u1's order has two lines
+    expected = pl.DataFrame({"day": [DAY], "orders": [3], "units": [8], "revenue": [18.65], "paid_orders": [2],
+                             "paid_revenue": [13.65]})
+    assert_frame_equal(load.rows, expected, check_dtypes=False)
+    DailySalesTable.validate(load.rows)
+
+
+def test_a_day_without_orders_has_a_daily_row_of_zeros_and_no_product_rows(loaded_day) -> None:
+    engine = loaded_day.warehouse_engine
+    empty_day = DAY + timedelta(days=1)
+    sales = load_daily_sales(engine, empty_day)
+    products = load_product_sales(engine, empty_day)
+    assert sales.rows.rows() == [(empty_day, 0, 0, 0.0, 0, 0.0)] and sales.read == 0
+    assert products.rows.is_empty() and products.read == 0
+    assert table(engine, "SELECT day, orders, revenue::float8 FROM daily_sales") == [(empty_day, 0, 0.0)]
+    assert table(engine, "SELECT count(*) FROM product_sales") == [(0,)]
+
+
 def test_product_sales_writes_one_row_per_product_of_the_day(loaded_day) -> None:
     engine = loaded_day.warehouse_engine
-    load = load_product_sales(engine, DAY, batch_size=1)
+    load = load_product_sales(engine, DAY)
     assert load.read == 4 and load.rows.height == 3
     load_product_sales(engine, DAY)
     assert table(engine, "SELECT product_id, units, revenue::float8 FROM product_sales ORDER BY product_id") == [
         ("p1", 3, 15.0), ("p2", 1, 3.25), ("p3", 4, 0.4)]
+
+
+def test_product_sales_sums_units_and_revenue_per_product(loaded_day) -> None:
+    load = load_product_sales(loaded_day.warehouse_engine, DAY)  # p1 is in u1's and u2's orders
+    assert load.rows.rows() == [(DAY, "p1", 3, 15.0), (DAY, "p2", 1, 3.25), (DAY, "p3", 4, 0.4)]
+    ProductSalesTable.validate(load.rows)
+
+
+def test_a_rebuild_drops_the_products_no_longer_sold_that_day(loaded_day) -> None:
+    engine = loaded_day.warehouse_engine
+    load_product_sales(engine, DAY)
+    loaded_day.order_db.orders.delete_one({"userId": "u3"})
+    sync_order_day(loaded_day.order_db, engine, DAY, run_id="run-2")
+
+    load = load_product_sales(engine, DAY)
+
+    assert load.replaced == 3
+    assert table(engine, "SELECT product_id FROM product_sales ORDER BY product_id") == [("p1",), ("p2",)]
+
+
+def test_product_ids_with_csv_characters_are_kept_as_they_are(stores) -> None:
+    odd = ['a,"b"\nc', "\\N", " 42 "]
+    stores.order_db.orders.insert_one(make_order(at(DAY, 1), items=[(product, 1, 1.0) for product in odd]))
+    sync_order_day(stores.order_db, stores.warehouse_engine, DAY, run_id="run-1")
+    load = load_product_sales(stores.warehouse_engine, DAY)
+    written = [product for (product,) in table(stores.warehouse_engine, "SELECT product_id FROM product_sales")]
+    assert sorted(load.rows["product_id"].to_list()) == sorted(written) == sorted(odd)
+
+
+def test_money_adds_up_to_exact_cents(stores) -> None:
+    # 0.1 + 0.2 is 0.30000000000000004 in floating point.
+    stores.order_db.orders.insert_many([make_order(at(DAY, hour), items=[("p1", 1, price)])
+                                        for hour, price in ((1, 0.1), (2, 0.2))])
+    sync_order_day(stores.order_db, stores.warehouse_engine, DAY, run_id="run-1")
+    sales = load_daily_sales(stores.warehouse_engine, DAY)
+    products = load_product_sales(stores.warehouse_engine, DAY)
+    assert (sales.rows["revenue"].item(), sales.rows["paid_revenue"].item()) == (0.3, 0.3)
+    assert products.rows["revenue"].to_list() == [0.3]
 
 
 def test_the_cart_funnel_reads_carts_and_the_warehouse_orders(loaded_day) -> None:
