@@ -36,7 +36,7 @@ from etl_assets.sync.carts import COLLECTION as CARTS
 from etl_assets.sync.carts import LIVE as LIVE_CARTS
 from etl_assets.sync.orders import UnreadableFieldError, day_window, read_text, read_timestamp
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, read_frame
-from etl_assets.sync.streams import batched
+from etl_assets.sync.streams import batched, transform_then_load
 
 PAID = "paid"  # the payment status that counts an order as paid
 CART_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
@@ -161,14 +161,18 @@ def load_product_sales(warehouse: Engine, day: date) -> DayLoad:
                        ["product_id"])
 
 
-# The latest order of each (user, product) pair of a batch of carts, before the end of the day.
+# The latest order of each (user, product) pair of a batch of carts, before the end of the day: one
+# lookup per pair through orders_user_idx and the items' primary key, so a batch costs the same
+# whatever the number of orders in the warehouse.
 _LAST_ORDERED = sa.text("""
-    SELECT o.user_id, i.product_id, max(o.created_at) AS ordered_at
+    SELECT c.user_id, c.product_id, last.ordered_at
     FROM unnest(CAST(:user_ids AS text[]), CAST(:product_ids AS text[])) AS c(user_id, product_id)
-    JOIN orders o ON o.user_id = c.user_id
-    JOIN order_items i ON i.order_id = o.order_id AND i.product_id = c.product_id
-    WHERE o.created_at < :end_of_day
-    GROUP BY o.user_id, i.product_id
+    CROSS JOIN LATERAL (
+        SELECT max(o.created_at) AS ordered_at
+        FROM orders o JOIN order_items i ON i.order_id = o.order_id
+        WHERE o.user_id = c.user_id AND i.product_id = c.product_id AND o.created_at < :end_of_day
+    ) AS last
+    WHERE last.ordered_at IS NOT NULL
 """)
 
 
@@ -185,6 +189,12 @@ def _flatten_cart(doc: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     required = ("user_id", "product_id", "created_at")
     return cart if all(cart[name] is not None for name in required) else None
+
+
+def _place_carts(batch: list[Mapping[str, Any]]) -> tuple[int, pl.DataFrame]:
+    """The batch's size, and the carts of the batch the funnel can place."""
+    return len(batch), pl.DataFrame([cart for cart in map(_flatten_cart, batch) if cart is not None],
+                                     schema=CART_SCHEMA)
 
 
 def load_cart_funnel(
@@ -207,18 +217,23 @@ def load_cart_funnel(
         {"_id": 0, "userId": 1, "productId": 1, "createdAt": 1, "updatedAt": 1},
         batch_size=batch_size,
     )
+
+    def funnel(placed: tuple[int, pl.DataFrame]) -> pl.DataFrame:
+        _, carts = placed
+        pairs = carts.select("user_id", "product_id").unique()
+        ordered = pl.DataFrame(conn.execute(_LAST_ORDERED, {
+            "user_ids": pairs["user_id"].to_list(), "product_ids": pairs["product_id"].to_list(),
+            "end_of_day": end_of_day,
+        }).all(), schema=ORDERED_SCHEMA, orient="row")
+        return cart_funnel(day, carts, ordered, abandon_after_days)
+
     with warehouse.begin() as conn:
-        for batch in batched(docs, batch_size):
-            flat = [cart for cart in map(_flatten_cart, batch) if cart is not None]
-            read += len(batch)
-            skipped += len(batch) - len(flat)
-            carts = pl.DataFrame(flat, schema=CART_SCHEMA)
-            pairs = carts.select("user_id", "product_id").unique()
-            ordered = pl.DataFrame(conn.execute(_LAST_ORDERED, {
-                "user_ids": pairs["user_id"].to_list(), "product_ids": pairs["product_id"].to_list(),
-                "end_of_day": end_of_day,
-            }).all(), schema=ORDERED_SCHEMA, orient="row")
-            partials.append(cart_funnel(day, carts, ordered, abandon_after_days))
+        # A batch's orders are looked up on a thread while the next batch is flattened.
+        placed = transform_then_load(batched(docs, batch_size), _place_carts, funnel, thread_name="cart-funnel")
+        for (batch_read, carts), partial in placed:
+            read += batch_read
+            skipped += batch_read - carts.height
+            partials.append(partial)
         rows = _finish(CartFunnelTable, sum_partials(partials, ["day", "abandon_after_days"]), ["day"])
         replaced = _replace_day(conn, "cart_funnel", day, rows)
     return DayLoad("cart_funnel", day, rows, read, replaced, skipped, round(time.monotonic() - started, 3))

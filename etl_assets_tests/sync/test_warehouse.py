@@ -200,6 +200,20 @@ def test_the_cart_funnel_reads_carts_and_the_warehouse_orders(loaded_day) -> Non
     assert table(engine, "SELECT * FROM cart_funnel") == [(DAY, 2, 0, 2, 30)]
 
 
+def test_an_order_after_the_day_converts_its_cart_on_the_next_day_only(loaded_day) -> None:
+    old = END_OF_DAY - timedelta(days=10)
+    loaded_day.order_db.carts.insert_one({"cartId": "c1", "userId": "u5", "productId": "p1", "createdAt": old,
+                                          "updatedAt": old})
+    next_day = DAY + timedelta(days=1)
+    loaded_day.order_db.orders.insert_one(make_order(at(next_day, 1), user="u5", items=[("p1", 1, 5.0)]))
+    engine = loaded_day.warehouse_engine
+    sync_order_day(loaded_day.order_db, engine, next_day, run_id="run-2")
+
+    funnels = [load_cart_funnel(loaded_day.order_db, engine, day).rows.row(0) for day in (DAY, next_day)]
+
+    assert funnels == [(DAY, 0, 1, 0, 3), (next_day, 0, 0, 1, 3)]
+
+
 def test_the_cart_funnel_leaves_out_carts_deleted_from_the_cart_database(stores) -> None:
     add_product(stores.cart_engine, PRODUCT_A)
     add_cart(stores.cart_engine, PRODUCT_A)
