@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
+from psycopg2.sql import Composable
 
 COPY_NULL = "\\N"
 CSV_OPTIONS = f"(FORMAT csv, NULL '{COPY_NULL}')"  # what csv_rows writes
@@ -32,7 +33,7 @@ def copy_frame(cursor: Any, statement: str, frame: pl.DataFrame) -> None:
     copy_rows(cursor, statement, csv_rows(frame))
 
 
-def read_frame(cursor: Any, query: str, params: Mapping[str, Any], schema: pl.Schema) -> pl.DataFrame:
+def read_frame(cursor: Any, query: str | Composable, params: Mapping[str, Any], schema: pl.Schema) -> pl.DataFrame:
     """The rows of `query` (psycopg2 placeholders, bound by the driver) as a frame of `schema`, in column
     order, read through COPY … TO STDOUT as CSV: no Python object per value."""
     buffer = io.BytesIO()

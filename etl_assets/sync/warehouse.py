@@ -28,6 +28,7 @@ from typing import Any
 import pandera.polars as pa
 import polars as pl
 import sqlalchemy as sa
+from psycopg2 import sql
 from pymongo.database import Database
 from sqlalchemy.engine import Connection, Engine
 
@@ -98,19 +99,29 @@ class DayLoad:
     duration_s: float = 0.0
 
 
-def _finish(model: type[pa.DataFrameModel], frame: pl.DataFrame, sort_by: list[str]) -> pl.DataFrame:
-    """Hold the frame to its table's model before it is written."""
-    return model.validate(frame.sort(sort_by), lazy=True)
+def _finish(model: type[pa.DataFrameModel], frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Hold the frame, in `key` order, to its table's model before it is written."""
+    return model.validate(frame.sort(key), lazy=True)
 
 
-def _replace_day(conn: Connection, table: str, day: date, rows: pl.DataFrame) -> int:
-    """Delete the day's rows and COPY `rows` in, inside the caller's transaction; returns rows deleted."""
-    target = sa.table(table, sa.column("day"))
-    deleted = conn.execute(sa.delete(target).where(target.c.day == day)).rowcount
-    if not rows.is_empty():
-        with conn.connection.cursor() as cursor:  # the same session, so the same transaction
-            copy_frame(cursor, f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN WITH {CSV_OPTIONS}", rows)
-    return deleted
+def _replace_day(conn: Connection, table: str, day: date, rows: pl.DataFrame, key: str) -> int:
+    """Make the day's rows in `table` equal `rows`, inside the caller's transaction, and return how many
+    it held. Only rows that differ are written: those gone or changed are deleted (by `key`, the column
+    that tells a day's rows apart), the new or changed ones copied in, so a rebuild over unchanged orders
+    writes nothing."""
+    target, columns = sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, rows.columns))
+    with conn.connection.cursor() as cursor:  # the same session, so the same transaction
+        held = read_frame(cursor, sql.SQL("SELECT {} FROM {} WHERE day = %(day)s").format(columns, target),
+                          {"day": day}, rows.schema)
+        stale, fresh = held.join(rows, on=rows.columns, how="anti"), rows.join(held, on=rows.columns, how="anti")
+        if stale.height == held.height:  # nothing kept
+            cursor.execute(sql.SQL("DELETE FROM {} WHERE day = %(day)s").format(target), {"day": day})
+        elif not stale.is_empty():
+            cursor.execute(sql.SQL("DELETE FROM {} WHERE day = %(day)s AND {} = ANY(%(stale)s)").format(
+                target, sql.Identifier(key)), {"day": day, "stale": stale[key].to_list()})
+        if not fresh.is_empty():
+            copy_frame(cursor, f"COPY {table} ({', '.join(rows.columns)}) FROM STDIN WITH {CSV_OPTIONS}", fresh)
+    return held.height
 
 
 # Sums of numeric(14,2) subtotals are exact cents, so the money needs no rounding after the sum. Every
@@ -137,28 +148,28 @@ _PRODUCT_SALES_SCHEMA = pl.Schema({"day": pl.Date, "product_id": pl.String, "uni
 
 
 def _load_sales(warehouse: Engine, day: date, table: str, query: str, schema: pl.Schema,
-                model: type[pa.DataFrameModel], sort_keys: list[str]) -> DayLoad:
+                model: type[pa.DataFrameModel], key: str) -> DayLoad:
     """Aggregate the day's order items in PostgreSQL (one row per group, and the items it counts) and
     replace the day in `table` with the groups."""
     started = time.monotonic()
     with warehouse.begin() as conn:
         with conn.connection.cursor() as cursor:
             groups = read_frame(cursor, query, {"day": day, "paid": PAID}, schema)
-        rows = _finish(model, groups.drop("items"), sort_keys)
-        replaced = _replace_day(conn, table, day, rows)
+        rows = _finish(model, groups.drop("items"), key)
+        replaced = _replace_day(conn, table, day, rows, key)
     return DayLoad(table, day, rows, int(groups["items"].sum()), replaced,
                    duration_s=round(time.monotonic() - started, 3))
 
 
 def load_daily_sales(warehouse: Engine, day: date) -> DayLoad:
     """Replace the day's `daily_sales` row (a row of zeros for a day without orders)."""
-    return _load_sales(warehouse, day, "daily_sales", _DAILY_SALES, _DAILY_SALES_SCHEMA, DailySalesTable, ["day"])
+    return _load_sales(warehouse, day, "daily_sales", _DAILY_SALES, _DAILY_SALES_SCHEMA, DailySalesTable, "day")
 
 
 def load_product_sales(warehouse: Engine, day: date) -> DayLoad:
     """Replace the day's `product_sales` rows, one per product sold."""
     return _load_sales(warehouse, day, "product_sales", _PRODUCT_SALES, _PRODUCT_SALES_SCHEMA, ProductSalesTable,
-                       ["product_id"])
+                       "product_id")
 
 
 # The latest order of each (user, product) pair of a batch of carts, before the end of the day: one
@@ -234,8 +245,8 @@ def load_cart_funnel(
             read += batch_read
             skipped += batch_read - carts.height
             partials.append(partial)
-        rows = _finish(CartFunnelTable, sum_partials(partials, ["day", "abandon_after_days"]), ["day"])
-        replaced = _replace_day(conn, "cart_funnel", day, rows)
+        rows = _finish(CartFunnelTable, sum_partials(partials, ["day", "abandon_after_days"]), "day")
+        replaced = _replace_day(conn, "cart_funnel", day, rows, "day")
     return DayLoad("cart_funnel", day, rows, read, replaced, skipped, round(time.monotonic() - started, 3))
 
 

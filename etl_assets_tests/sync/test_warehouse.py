@@ -160,6 +160,25 @@ def test_a_rebuild_drops_the_products_no_longer_sold_that_day(loaded_day) -> Non
     assert table(engine, "SELECT product_id FROM product_sales ORDER BY product_id") == [("p1",), ("p2",)]
 
 
+def test_a_rebuild_rewrites_only_the_products_whose_sales_changed(loaded_day) -> None:
+    engine = loaded_day.warehouse_engine
+    versions = "SELECT product_id, xmin::text FROM product_sales ORDER BY product_id"  # xmin: the writing transaction
+    load_product_sales(engine, DAY)
+    before = dict(table(engine, versions))
+    load_product_sales(engine, DAY)
+    assert dict(table(engine, versions)) == before  # nothing changed, nothing written
+
+    loaded_day.order_db.orders.insert_one(make_order(at(DAY, 5), user="u5", items=[("p2", 1, 3.25)]))
+    sync_order_day(loaded_day.order_db, engine, DAY, run_id="run-2")
+    load = load_product_sales(engine, DAY)
+
+    after = dict(table(engine, versions))
+    assert [product for product in after if after[product] != before[product]] == ["p2"]
+    assert load.replaced == 3
+    assert table(engine, "SELECT product_id, units, revenue::float8 FROM product_sales ORDER BY product_id") == [
+        ("p1", 3, 15.0), ("p2", 2, 6.5), ("p3", 4, 0.4)]
+
+
 def test_product_ids_with_csv_characters_are_kept_as_they_are(stores) -> None:
     odd = ['a,"b"\nc', "\\N", " 42 "]
     stores.order_db.orders.insert_one(make_order(at(DAY, 1), items=[(product, 1, 1.0) for product in odd]))
