@@ -368,6 +368,7 @@ class Bench:
         order_db = self.mongo[ORDER_DATABASE]
         return self.rounds([
             (report.CART_RAW, None),
+            (report.CART_RAW_WITHOUT_INDEXES, None),
             (report.CART_COLD, lambda: bench_data.reset_cart_snapshots(order_db, self.warehouse)),
             (report.CART_WARM, None),
             (report.CART_INCREMENTAL,

@@ -25,7 +25,8 @@ FULL_SYNCS = (FULL_COLD, FULL_WARM, MEMORY_SCALE, MEMORY_SCALE_WARM)
 PRODUCT_STEPS = (RAW, FULL_COLD, FULL_WARM, INCREMENTAL, SLING, OLD_SERVICE, RECONCILE, MEMORY_SCALE,
                  MEMORY_SCALE_WARM)
 # Cart sync, Cart PostgreSQL → Order MongoDB `carts` (issue #16).
-CART_RAW = "cart_raw_limit"
+CART_RAW = "cart_raw_limit"  # into a collection with the indexes of `carts`: the target's reference
+CART_RAW_WITHOUT_INDEXES = "cart_raw_limit_without_indexes"
 CART_COLD = "cart_cold"
 CART_WARM = "cart_warm"
 CART_INCREMENTAL = "cart_incremental"
@@ -53,7 +54,8 @@ LABELS = {
     RECONCILE: "reconciliation checks",
     MEMORY_SCALE: "our full sync, cold (memory scale)",
     MEMORY_SCALE_WARM: "our full sync, warm (memory scale)",
-    CART_RAW: "cart raw limit (server-side cursor over the join → insert_many)",
+    CART_RAW: "cart raw limit (server-side cursor over the join → insert_many, `carts`' indexes)",
+    CART_RAW_WITHOUT_INDEXES: "cart raw limit without indexes (reference only)",
     CART_COLD: "our cart sync, empty `carts` (cold)",
     CART_WARM: "our cart sync, full pass, nothing changed (warm)",
     CART_INCREMENTAL: "our cart sync, incremental, 1% changed",
@@ -311,7 +313,8 @@ def evaluate_path_targets(measurements: Iterable[Measurement]) -> list[TargetRes
     if any(step in by_step for step in (CART_RAW, CART_COLD, CART_WARM, CART_INCREMENTAL)):
         cold = by_step.get(CART_COLD)
         targets += [
-            _ratio_target("cart sync vs raw limit", f"cold ≤ {CART_COLD_VS_RAW_MAX}× the raw-limit time",
+            _ratio_target("cart sync vs raw limit",
+                          f"cold ≤ {CART_COLD_VS_RAW_MAX}× the raw-limit time (with `carts`' indexes)",
                           cold, by_step.get(CART_RAW), CART_COLD_VS_RAW_MAX),
             _ratio_target("cart sync, warm", f"full pass with nothing changed ≤ {CART_WARM_VS_COLD_MAX}× cold",
                           by_step.get(CART_WARM), cold, CART_WARM_VS_COLD_MAX),
@@ -361,7 +364,8 @@ def _step_cells(m: Measurement) -> tuple[str, ...]:
 
 def cart_table(measurements: Iterable[Measurement]) -> str | None:
     by_step = {m.step: m for m in measurements}
-    steps = [by_step[s] for s in (CART_RAW, CART_COLD, CART_WARM, CART_INCREMENTAL) if s in by_step]
+    order = (CART_RAW, CART_RAW_WITHOUT_INDEXES, CART_COLD, CART_WARM, CART_INCREMENTAL)
+    steps = [by_step[s] for s in order if s in by_step]
     if not steps:
         return None
     raw, cold = by_step.get(CART_RAW), by_step.get(CART_COLD)

@@ -24,7 +24,7 @@ from bson import ObjectId
 
 from dev import bench_report as report
 from etl_assets.resources import CART_DB, ORDER_DB, PRODUCT_DB, WAREHOUSE
-from etl_assets.sync.carts import sync_carts
+from etl_assets.sync.carts import ensure_indexes, sync_carts
 from etl_assets.sync.order_days import day_fingerprints
 from etl_assets.sync.orders import day_window, sync_order_day
 from etl_assets.sync.products import sync_products
@@ -311,10 +311,22 @@ _RAW_CART_FIELDS = ("cartId", "userId", "productId", "productTitle", "productPri
 def cart_raw_limit(ctx: StepContext) -> StepOutcome:
     """The floor for writing the cart snapshots: one server-side cursor over the same join, each row as
     a plain document (the price as a float, the total as price × quantity), unordered insert_many into
-    an empty collection. No validation, no comparison with stored snapshots, no upsert."""
+    an empty collection with the indexes of `carts` (the server maintains them on every insert, as it
+    does for the sync). No validation, no comparison with stored snapshots, no upsert."""
+    return _cart_raw_insert(ctx, with_indexes=True)
+
+
+def cart_raw_limit_without_indexes(ctx: StepContext) -> StepOutcome:
+    """The raw limit into an empty collection with no index but `_id`: a reference, not the target's."""
+    return _cart_raw_insert(ctx, with_indexes=False)
+
+
+def _cart_raw_insert(ctx: StepContext, *, with_indexes: bool) -> StepOutcome:
     client: pymongo.MongoClient = pymongo.MongoClient(ctx.mongo_uri)
     target = client[ctx.order_db][RAW_CARTS_COLLECTION]
     target.drop()
+    if with_indexes:
+        ensure_indexes(client[ctx.order_db], RAW_CARTS_COLLECTION)
     conn = sa.create_engine(ctx.cart_url).raw_connection()
     rows = 0
     with Stopwatch() as watch, conn.cursor(name="raw_cart_join") as cur:  # named: a server-side cursor
@@ -436,6 +448,7 @@ STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
     report.OLD_SERVICE: old_service,
     report.RECONCILE: reconciliation,
     report.CART_RAW: cart_raw_limit,
+    report.CART_RAW_WITHOUT_INDEXES: cart_raw_limit_without_indexes,
     report.CART_COLD: cart_sync_full,
     report.CART_WARM: cart_sync_full,
     report.CART_INCREMENTAL: cart_sync_incremental,

@@ -347,9 +347,10 @@ def diff_keys(cart_db: Engine, carts: Collection, batch_size: int, *, after: str
 
 # ---------- load ----------
 
-def ensure_indexes(order_db: Database) -> None:
-    """The unique cartId index the write guard relies on. Idempotent."""
-    order_db[COLLECTION].create_index([("cartId", ASCENDING)], unique=True, name=CART_ID_INDEX)
+def ensure_indexes(order_db: Database, collection: str = COLLECTION) -> None:
+    """The indexes of `carts` (or of `collection`, to be written like it): the unique cartId index the write
+    guard relies on. Idempotent."""
+    order_db[collection].create_index([("cartId", ASCENDING)], unique=True, name=CART_ID_INDEX)
 
 
 def stored_snapshots(carts: Collection, cart_ids: list[str], *, contiguous: bool) -> dict[str, dict[str, Any]]:

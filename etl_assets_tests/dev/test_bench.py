@@ -188,6 +188,14 @@ def test_path_targets_hold_each_path_to_its_bound():
     assert report.evaluate_path_targets([_measurement(report.FULL_COLD, 10.0)]) == []  # no section, no target
 
 
+def test_cart_target_compares_with_the_raw_limit_that_keeps_the_indexes_of_carts():
+    measurements = [*_path_run(), _measurement(report.CART_RAW_WITHOUT_INDEXES, 5.0, rows=1_000_000)]
+    statuses = {t.name: t.status for t in report.evaluate_path_targets(measurements)}
+    assert statuses["cart sync vs raw limit"] == "PASS"  # 14 s ÷ 10 s, not ÷ the index-free 5 s
+    table = report.cart_table(measurements).splitlines()
+    assert len(table) == 2 + 5 and "without indexes" in table[3]
+
+
 def test_path_tables_show_what_was_measured():
     measurements = _path_run()
     assert len(report.cart_table(measurements).splitlines()) == 2 + 4
