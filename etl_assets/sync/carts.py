@@ -20,8 +20,8 @@ lands only over a snapshot built from the same or an earlier read. An older read
 snapshot: the guarded filter misses, the upsert collides with the unique index (E11000) and the cart is
 counted as stale_skipped. Any other write error fails the run.
 
-A deleted cart leaves no row to read, so every run also compares keys. A live snapshot without a cart
-is marked `deletedAt` (never removed: Order MongoDB is INSERT/UPDATE only for the ETL); a write clears
+A deleted cart leaves no row to read, so every run also looks for snapshots without a cart. One is
+marked `deletedAt` (never removed: Order MongoDB is INSERT/UPDATE only for the ETL); a write clears
 the mark. The mark is guarded like a write: it lands only on a snapshot read before the cart was seen
 gone.
 - A full pass reads every cart, so it compares the keys as it goes: each keyset page (after, last] is
@@ -32,10 +32,14 @@ gone.
   an incremental run compares all of them. No separate pass over the snapshots: a warm full pass reads
   each snapshot once. The ranges hold the snapshots whose cartId is a string (the only kind the ETL
   writes, and the only kind a mark can match).
-- An incremental run reads only what changed, so it streams every snapshot's (cartId, version,
-  deletedAt) in batches against their carts' rows looked up by primary key (memory follows the batch
-  size). A marked snapshot whose cart exists again, or a live one whose version differs from its row's
-  (a restore that kept an old updated_at), is read again by id.
+- An incremental run reads only what changed, so it first counts (`no_cart_was_deleted`): its pages
+  and the count of carts come from one REPEATABLE READ snapshot S of the cart database; after the
+  changed carts are written, if the live snapshots are exactly as many as the carts of S that are not
+  in quarantine, and the sums of their versions are equal too, no live snapshot lacks a cart or holds
+  another version than its row, and the keys are not compared. Otherwise it streams
+  every snapshot's (cartId, version, deletedAt) in batches against their carts' rows looked up by
+  primary key (memory follows the batch size). A marked snapshot whose cart exists again, or a live one
+  whose version differs from its row's (a restore that kept an old updated_at), is read again by id.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -54,7 +59,7 @@ from pymongo import ASCENDING, InsertOne, UpdateMany, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from etl_assets.schemas.carts import UUID, CartRow, CartSnapshot
 from etl_assets.sync.modes import Mode, check_run_arguments
@@ -270,7 +275,7 @@ def plan_page(page: Page) -> PagePlan:
 # `ids` reads given carts only, and of those only the ones not changed since `changed_before`.
 _PAGE = sa.text("""
     SELECT c.id::text AS cart_id, c.user_id, c.product_id, c.quantity, c.version,
-           statement_timestamp() AS read_at,
+           coalesce(CAST(:read_at AS timestamptz), statement_timestamp()) AS read_at,
            CASE WHEN c.created_at BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00'
                 THEN c.created_at END AS created_at,
            CASE WHEN c.updated_at BETWEEN '0001-01-02 00:00+00' AND '9999-12-30 00:00+00'
@@ -290,15 +295,20 @@ _PAGE = sa.text("""
 
 
 def iter_cart_pages(cart_db: Engine, since: datetime | None, batch_size: int, *, ids: list[str] | None = None,
-                    changed_before: datetime | None = None) -> Iterator[list[dict[str, Any]]]:
+                    changed_before: datetime | None = None,
+                    snapshot: CartDbSnapshot | None = None) -> Iterator[list[dict[str, Any]]]:
     """Keyset pages of joined cart rows in cart id order; only carts changed since `since` when given,
-    only the carts `ids` not changed since `changed_before` when those are given."""
+    only the carts `ids` not changed since `changed_before` when those are given. Each page is read at
+    its own statement, or every page within `snapshot` (read at its time)."""
     after: str | None = None
     while True:
-        with cart_db.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(_PAGE, {
-                "after": after, "since": since, "ids": ids, "changed_before": changed_before,
-                "limit": batch_size})]
+        params = {"after": after, "since": since, "ids": ids, "changed_before": changed_before,
+                  "limit": batch_size, "read_at": snapshot.read_at if snapshot else None}
+        if snapshot:
+            rows = [dict(r._mapping) for r in snapshot.conn.execute(_PAGE, params)]
+        else:
+            with cart_db.connect() as conn:
+                rows = [dict(r._mapping) for r in conn.execute(_PAGE, params)]
         if not rows:
             return
         after = rows[-1]["cart_id"]
@@ -343,6 +353,67 @@ def diff_keys(cart_db: Engine, carts: Collection, batch_size: int, *, after: str
             diff.gone.sort()
             diff.read_again.sort()
             yield diff
+
+
+@dataclass
+class CartDbSnapshot:
+    """A REPEATABLE READ transaction of the cart database: every statement in it sees the carts as they
+    were at its first one, which began at `read_at` (the snapshot is taken after: a read time never later
+    than the data it stamps, so the write guard can only err towards stale_skipped)."""
+
+    conn: Connection
+    read_at: datetime
+
+
+@contextmanager
+def cart_db_snapshot(cart_db: Engine) -> Iterator[CartDbSnapshot]:
+    options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+    with cart_db.connect().execution_options(**options) as conn, conn.begin():
+        yield CartDbSnapshot(conn, conn.execute(sa.text("SELECT statement_timestamp()")).scalar_one())
+
+
+def carts_due_a_live_snapshot(snapshot: CartDbSnapshot, quarantined: list[str]) -> tuple[int, int]:
+    """How many carts of the snapshot were valid at their latest read (all but those open in quarantine),
+    and the sum of their versions."""
+    row = snapshot.conn.execute(sa.text("""
+        SELECT count(*), coalesce(sum(version), 0) FROM cart WHERE NOT (id = ANY(CAST(:ids AS uuid[])))
+    """), {"ids": quarantined}).one()
+    return row[0], int(row[1])
+
+
+def live_snapshot_totals(carts: Collection) -> tuple[int, int]:
+    """How many live snapshots there are, and the sum of their versions: one aggregation, nothing but the
+    two numbers crosses the wire. secantusdb still reads every document for it (an index on deletedAt
+    would not spare that pass, and would cost the inserts of a cold sync about a third more)."""
+    totals = list(carts.aggregate([{"$match": LIVE},
+                                   {"$group": {"_id": None, "count": {"$sum": 1}, "versions": {"$sum": "$version"}}}]))
+    return (totals[0]["count"], totals[0]["versions"]) if totals else (0, 0)
+
+
+def no_cart_was_deleted(snapshot: CartDbSnapshot, carts: Collection, quarantined: list[str]) -> bool:
+    """Whether an incremental run, its changed carts read from `snapshot` and written, may skip comparing
+    the keys: True only if no live snapshot lacks a cart of the snapshot and none holds another version
+    than its cart's row.
+
+    Let S be the snapshot's carts, Q the carts open in quarantine (read after this run's verdicts) and L
+    the live snapshots now. Every cart of S - Q has a live snapshot in L holding its row's version: one
+    changed since the run's `since` was read from S by this run and, valid, written or found unchanged
+    and live (a marked one is "reappear", and written); one not changed since was read by an earlier
+    successful run (the watermark and its lookback), which wrote it or quarantined it, and a live
+    snapshot is marked only by a run that saw its cart gone. So |L| = |S - Q| + (live snapshots of carts
+    in Q) + (live snapshots without a cart in S), and |L| == |S - Q| leaves the last term 0: no cart was
+    deleted.
+
+    What breaks the premise is a restore that keeps an updated_at older than the watermark: over a
+    marked snapshot it leaves one live snapshot short (the counts differ), in place with another version
+    it leaves the versions' sums different (the same signal the cart_changes sensor launches on). Either
+    way the keys are compared, unless faults cancel out exactly (a deletion and a restore over a marked
+    snapshot in the same interval, the deleted cart's version equal to the restored one's). Other
+    writers: a sync that read earlier than S can only add live snapshots (its marks land only on
+    snapshots read before them), which makes the counts differ; a sync that read later may mark a cart
+    deleted after S, and every cart gone before S is gone at its read too, so it finds those itself. A
+    dry run writes nothing, so it always compares the keys (not this check)."""
+    return live_snapshot_totals(carts) == carts_due_a_live_snapshot(snapshot, quarantined)
 
 
 # ---------- load ----------
@@ -467,6 +538,13 @@ def _open_quarantine_ids(warehouse: Engine, cart_ids: list[str]) -> set[str]:
         """), {"source": SOURCE, "ids": cart_ids}).scalars())
 
 
+def _open_quarantine(warehouse: Engine) -> list[str]:
+    with warehouse.connect() as conn:
+        return list(conn.execute(sa.text(
+            "SELECT record_id FROM etl_quarantine WHERE source = :source AND resolved_at IS NULL"
+        ), {"source": SOURCE}).scalars())
+
+
 def _clock(engine: Engine) -> datetime:
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT now()")).scalar_one()
@@ -477,13 +555,16 @@ def _clock(engine: Engine) -> datetime:
 @dataclass
 class CartSyncReport(SyncReport):
     """A SyncReport with what only carts have: snapshots marked deleted, marks cleared by a cart that came
-    back, and version resets (a row whose version went down replaced its snapshot), with sample ids."""
+    back, and version resets (a row whose version went down replaced its snapshot), with sample ids;
+    and whether deleted carts were looked for by comparing every snapshot's key (False: an incremental
+    run whose counts proved none was deleted)."""
 
     marked_deleted: int = 0
     marked_deleted_ids: list[str] = field(default_factory=list)
     reappeared: int = 0
     version_resets: int = 0
     version_reset_ids: list[str] = field(default_factory=list)
+    compared_keys: bool = False
 
     @property
     def written(self) -> int:
@@ -587,16 +668,21 @@ def sync_carts(
 
     # Reading (both servers), checking (this thread) and writing (one writer thread) overlap, page by page.
     last_cart_id: str | None = None
-    pages = with_stored(iter_cart_pages(cart_db, since, batch_size), whole_range=full)
-    for plan, applied in transform_then_load(pages, plan_page, apply, thread_name="cart-writer"):
-        tally(plan, *applied)
+    with ExitStack() as stack:
+        snapshot = None if full else stack.enter_context(cart_db_snapshot(cart_db))
+        pages = with_stored(iter_cart_pages(cart_db, since, batch_size, snapshot=snapshot), whole_range=full)
+        for plan, applied in transform_then_load(pages, plan_page, apply, thread_name="cart-writer"):
+            tally(plan, *applied)
+        report.compared_keys = full or dry_run or not no_cart_was_deleted(snapshot, carts,
+                                                                          _open_quarantine(warehouse))
 
     # Deleted carts leave no row to read: compare the keys (a full pass: those after its last page).
     # Whatever is gone at this clock reading is gone when the key read starts, so the mark can only land
     # on snapshots read before.
     seen_gone_at = _clock(cart_db)
     after = last_cart_id if full and last_cart_id is not None else None
-    for diff in diff_keys(cart_db, carts, batch_size, after=after):
+    diffs = diff_keys(cart_db, carts, batch_size, after=after) if report.compared_keys else ()
+    for diff in diffs:
         tally_marks(diff.gone, len(diff.gone) if dry_run else mark_deleted(carts, diff.gone, seen_gone_at))
         if not full:
             # A full pass has just read every cart; an incremental one reads these now unless it did.

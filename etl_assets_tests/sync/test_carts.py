@@ -276,6 +276,58 @@ def test_a_deleted_cart_has_its_snapshot_marked_not_removed(stores, mode):
     assert snapshot(stores, gone)["deletedAt"] == doc["deletedAt"]
 
 
+def test_an_incremental_run_that_changed_carts_and_deleted_none_compares_no_keys(stores):
+    add_product(stores.cart_engine, PRODUCT_A)
+    changed = add_cart(stores.cart_engine, PRODUCT_A)
+    add_cart(stores.cart_engine, PRODUCT_A)
+    orphan = add_cart(stores.cart_engine, PRODUCT_B, bypass_foreign_key=True)  # quarantined, no snapshot
+    gone = add_cart(stores.cart_engine, PRODUCT_A)
+    run(stores, "full")
+    delete_cart(stores.cart_engine, gone)
+    assert run(stores, "incremental").compared_keys  # marks `gone`
+    update_cart(stores.cart_engine, changed, quantity=6)
+    new = add_cart(stores.cart_engine, PRODUCT_A)
+    update_cart(stores.cart_engine, new, quantity=2)
+
+    report = run(stores, "incremental")
+
+    assert (report.compared_keys, report.updated, report.inserted, report.marked_deleted) == (False, 1, 1, 0)
+    assert snapshot(stores, new)["cartQuantity"] == 2 and snapshot(stores, orphan) is None
+    assert "deletedAt" in snapshot(stores, gone)
+
+
+def test_a_deletion_and_a_new_cart_in_the_same_interval_are_both_synced(stores):
+    """The same number of carts as the last run saw: the new cart's snapshot is counted after it is
+    written, so the deleted one's live snapshot still makes the counts differ."""
+    add_product(stores.cart_engine, PRODUCT_A)
+    kept = add_cart(stores.cart_engine, PRODUCT_A)
+    gone = add_cart(stores.cart_engine, PRODUCT_A)
+    run(stores, "full")
+    delete_cart(stores.cart_engine, gone)
+    new = add_cart(stores.cart_engine, PRODUCT_A)
+    update_cart(stores.cart_engine, new, quantity=3)
+
+    report = run(stores, "incremental")
+
+    assert report.compared_keys
+    assert (report.inserted, report.marked_deleted, report.marked_deleted_ids) == (1, 1, [gone])
+    assert "deletedAt" in snapshot(stores, gone)
+    assert "deletedAt" not in snapshot(stores, kept) and "deletedAt" not in snapshot(stores, new)
+    assert run(stores, "incremental").compared_keys is False
+
+
+def test_a_quarantined_cart_without_a_snapshot_does_not_hide_a_deletion(stores):
+    add_product(stores.cart_engine, PRODUCT_A)
+    gone = add_cart(stores.cart_engine, PRODUCT_A)
+    add_cart(stores.cart_engine, PRODUCT_B, bypass_foreign_key=True)  # one cart, no snapshot
+    run(stores, "full")
+    delete_cart(stores.cart_engine, gone)  # one live snapshot, no cart
+
+    report = run(stores, "incremental")
+
+    assert (report.compared_keys, report.marked_deleted_ids) == (True, [gone])
+
+
 def test_a_dry_run_counts_deleted_carts_and_marks_nothing(stores):
     add_product(stores.cart_engine, PRODUCT_A)
     gone = add_cart(stores.cart_engine, PRODUCT_A)
@@ -320,6 +372,7 @@ def test_a_cart_whose_version_went_down_converges_to_its_row(stores, mode):
 
     report = run(stores, mode)
 
+    assert report.compared_keys  # the versions' sums differ
     assert (report.version_resets, report.version_reset_ids, report.updated) == (1, [cart_id], 1)
     assert report.stale_skipped == 0
     doc = snapshot(stores, cart_id)
