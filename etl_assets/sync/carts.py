@@ -272,7 +272,10 @@ def plan_page(page: Page) -> PagePlan:
 
 # psycopg2 cannot turn a timestamp outside Python's years 1..9999 (or ±infinity) into a datetime, and one
 # such cart would fail every page read: it is read as NULL instead, which CartRow quarantines.
-# `ids` reads given carts only, and of those only the ones not changed since `changed_before`.
+# `since` (a cart or its product changed since) is found through the indexes on cart.updated_at and
+# product.synced_at, not by joining every cart; as an array, so that the planner expects a few carts and
+# looks their products up by id rather than hashing every product. `ids` reads given carts only, and of those only the ones
+# not changed since `changed_before`.
 _PAGE = sa.text("""
     SELECT c.id::text AS cart_id, c.user_id, c.product_id, c.quantity, c.version,
            coalesce(CAST(:read_at AS timestamptz), statement_timestamp()) AS read_at,
@@ -285,7 +288,11 @@ _PAGE = sa.text("""
            p.quantity AS product_quantity
     FROM cart c LEFT JOIN product p ON p.id = c.product_id
     WHERE (CAST(:after AS uuid) IS NULL OR c.id > CAST(:after AS uuid))
-      AND (CAST(:since AS timestamptz) IS NULL OR greatest(c.updated_at, p.synced_at) >= :since)
+      AND (CAST(:since AS timestamptz) IS NULL OR c.id = ANY(ARRAY(
+           SELECT id FROM cart WHERE updated_at >= :since
+           UNION
+           SELECT changed.id FROM product synced JOIN cart changed ON changed.product_id = synced.id
+           WHERE synced.synced_at >= :since)))
       AND (CAST(:ids AS uuid[]) IS NULL OR c.id = ANY(CAST(:ids AS uuid[])))
       AND (CAST(:changed_before AS timestamptz) IS NULL
            OR greatest(c.updated_at, p.synced_at) < :changed_before)
