@@ -93,13 +93,18 @@ class StepOutcome:
     peak_rss_bytes: int = 0
 
 
-def peak_rss_bytes(pid: int | str = "self") -> int:
-    """A live process's own peak RSS (VmHWM). Not rusage's ru_maxrss: Linux carries the parent's peak into
-    a child across fork and exec, so a step started by the bench process would report the bench's."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def peak_rss_bytes(pid: int | str = "self") -> int | None:
+    """A process's own peak RSS (VmHWM), None once it has exited (a zombie has no memory to report).
+    Not rusage's ru_maxrss: Linux carries the parent's peak into a child across fork and exec, so a step
+    started by the bench process would report the bench's."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in status.splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+    return None
 
 
 class Stopwatch:
@@ -210,10 +215,7 @@ def sling(ctx: StepContext) -> StepOutcome:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
         peak = 0
         while process.poll() is None:  # VmHWM only grows: its last reading is the peak, within 20 ms
-            try:
-                peak = peak_rss_bytes(process.pid)
-            except (FileNotFoundError, ProcessLookupError):  # it exited between poll() and the read
-                break
+            peak = peak_rss_bytes(process.pid) or peak
             time.sleep(0.02)
         seconds = time.perf_counter() - started
     if process.returncode != 0:
@@ -462,5 +464,5 @@ STEPS: dict[str, Callable[[StepContext], StepOutcome]] = {
 
 def run_step(name: str, ctx: StepContext, result_file: Path) -> None:
     outcome = STEPS[name](ctx)
-    outcome.peak_rss_bytes = outcome.peak_rss_bytes or peak_rss_bytes()
+    outcome.peak_rss_bytes = outcome.peak_rss_bytes or peak_rss_bytes() or 0
     result_file.write_text(json.dumps(asdict(outcome)))

@@ -265,3 +265,12 @@ def test_fanout_table_shows_the_speed_up_over_one_range():
     assert [line.split("|")[1].strip() for line in table[2:]] == ["1", "2"]  # by ranges
     assert table[3].rstrip().endswith("| 1.50× |")
     assert report.fanout_table(_run()) is None
+
+
+def test_the_peak_of_a_process_that_has_exited_is_unknown_not_an_error():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    while bench_steps.peak_rss_bytes(child.pid) is not None:  # until it exits (a zombie: no memory left)
+        pass
+    assert bench_steps.peak_rss_bytes(child.pid) is None
+    child.wait()
+    assert bench_steps.peak_rss_bytes(child.pid) is None and bench_steps.peak_rss_bytes() > 0
