@@ -9,7 +9,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl_assets.sync.reconcile.findings import SAMPLE_SIZE, UNREPORTED, Finding, Sample, first_ids, reported
-from etl_assets.sync.reconcile.tables import BATCH_SIZE, DayRange, day_condition, day_scope, table_exists
+from etl_assets.sync.reconcile.tables import (
+    BATCH_SIZE,
+    DayRange,
+    day_condition,
+    day_scope,
+    server_side_batches,
+    table_exists,
+)
 
 
 @dataclass
@@ -98,7 +105,7 @@ def orphan_order_items(warehouse: Engine, cart_db: Engine, days: DayRange | None
         if not table_exists(conn, "order_items"):
             return result
         with cart_db.connect() as copy:
-            for rows in conn.execution_options(yield_per=batch_size).execute(per_product, params).partitions():
+            for rows in server_side_batches(conn, per_product, params, batch_size):
                 known = set(copy.execute(sa.text("SELECT id FROM product WHERE id = ANY(:ids)"),
                                          {"ids": [r.product_id for r in rows]}).scalars())
                 unknown = [r for r in rows if r.product_id not in known]

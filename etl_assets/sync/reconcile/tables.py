@@ -3,7 +3,7 @@ types a pandera model declares, and selecting days."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -46,9 +46,17 @@ def stream_table(
     columns = ", ".join(_select_column(name, dtype) for name, dtype in schema.items())
     query = sa.text(f"SELECT {columns} FROM {table} {where}")  # noqa: S608 - names come from the models
     with engine.connect() as conn:
-        result = conn.execution_options(yield_per=batch_size).execute(query, dict(params or {}))
-        for rows in result.partitions():
+        for rows in server_side_batches(conn, query, params or {}, batch_size):
             yield pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def server_side_batches(conn: Connection, query: sa.TextClause, params: Mapping[str, Any],
+                        batch_size: int) -> Iterator[Sequence[sa.Row]]:
+    """A query's rows, `batch_size` at a time, from a server-side cursor. `stream_results` with an explicit
+    partition size: `yield_per` set on the connection left SQLAlchemy 2.1 holding the whole result (a
+    table of 120 MiB grew the reader by 497 MiB)."""
+    result = conn.execution_options(stream_results=True).execute(query, dict(params))
+    yield from result.partitions(batch_size)
 
 
 def table_exists(conn: Connection, table: str) -> bool:
