@@ -536,20 +536,15 @@ def mark_deleted(carts: Collection, cart_ids: list[str], seen_gone_at: datetime)
     ) for chunk in batched(cart_ids, IN_LOOKUP_SIZE)], ordered=False).modified_count
 
 
-def _open_quarantine_ids(warehouse: Engine, cart_ids: list[str]) -> set[str]:
-    """For a dry run: which of these carts a real run would resolve."""
+def _open_quarantine_ids(warehouse: Engine, cart_ids: list[str] | None = None) -> list[str]:
+    """The carts open in quarantine, or those of `cart_ids` (for a dry run: the ones a real run would
+    resolve)."""
     with warehouse.connect() as conn:
-        return set(conn.execute(sa.text("""
+        return list(conn.execute(sa.text("""
             SELECT record_id FROM etl_quarantine
-            WHERE source = :source AND resolved_at IS NULL AND record_id = ANY(:ids)
+            WHERE source = :source AND resolved_at IS NULL
+              AND (CAST(:ids AS text[]) IS NULL OR record_id = ANY(CAST(:ids AS text[])))
         """), {"source": SOURCE, "ids": cart_ids}).scalars())
-
-
-def _open_quarantine(warehouse: Engine) -> list[str]:
-    with warehouse.connect() as conn:
-        return list(conn.execute(sa.text(
-            "SELECT record_id FROM etl_quarantine WHERE source = :source AND resolved_at IS NULL"
-        ), {"source": SOURCE}).scalars())
 
 
 def _clock(engine: Engine) -> datetime:
@@ -681,7 +676,7 @@ def sync_carts(
         for plan, applied in transform_then_load(pages, plan_page, apply, thread_name="cart-writer"):
             tally(plan, *applied)
         report.compared_keys = full or dry_run or not no_cart_was_deleted(snapshot, carts,
-                                                                          _open_quarantine(warehouse))
+                                                                          _open_quarantine_ids(warehouse))
 
     # Deleted carts leave no row to read: compare the keys (a full pass: those after its last page).
     # Whatever is gone at this clock reading is gone when the key read starts, so the mark can only land
