@@ -50,6 +50,7 @@ BENCH_DATABASE = "bench"
 ORDER_DATABASE = "bench_orders"  # cart snapshots and one day of orders
 SECTIONS = ("products", "carts", "warehouse", "checks", "runs", "fanout")
 FANOUT_RANGES = (1, 2)
+MONGO_STALL_TOLERANCE_MS = 120_000
 # Above this share of the machine's CPU going to other processes during a step, its timing is noisy.
 NOISY_SHARE = 0.05
 CPUS = os.cpu_count() or 1
@@ -178,7 +179,11 @@ class Bench:
                     partition: str | None = None, settings: dict[str, str] | None = None) -> Measurement:
         """A whole Dagster run of `job` (or of one of its checks) in a run worker of its own, against the
         bench stores; its peak is the summed memory of the worker and every step process it starts."""
+        # secantusdb holds its GIL through a long find (a whole range at 1M products), so a heartbeat can
+        # go unanswered past the 5 s default, and pymongo then cancels the read in flight.
+        stall_tolerant_mongo = f"{self.stores.mongo.uri}&connectTimeoutMS={MONGO_STALL_TOLERANCE_MS}"
         env = {**os.environ, **self.stores.env(), "PRODUCT_MONGO_DB": product_db, "ORDER_MONGO_DB": ORDER_DATABASE,
+               "PRODUCT_MONGO_URI": stall_tolerant_mongo, "ORDER_MONGO_URI": stall_tolerant_mongo,
                "DAGSTER_HOME": str(bench_runs.dagster_home(self.root)), **(settings or {})}
 
         def command(result: str) -> list[str]:

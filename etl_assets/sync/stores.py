@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 import pymongo
 import sqlalchemy as sa
@@ -53,12 +54,18 @@ def redacted_url(url: str) -> str:
 
 
 def mongo_client(uri: str, *, store: str, timeout_s: float) -> pymongo.MongoClient:
-    """A client that gives up within `timeout_s` when the server is down, checked with a ping."""
+    """A client that gives up within `timeout_s` when the server is down, checked with a ping.
+
+    A timeout the URI sets (connectTimeoutMS, serverSelectionTimeoutMS) wins: pymongo's monitor waits
+    connectTimeoutMS for a heartbeat and cancels the reads in flight when it goes unanswered, so a
+    server that can stall longer is given more time in its URI."""
     timeout_ms = int(timeout_s * 1000)
+    in_uri = {name.lower() for name in parse_qs(urlsplit(uri).query)}
+    timeouts = {name: timeout_ms for name in ("serverSelectionTimeoutMS", "connectTimeoutMS")
+                if name.lower() not in in_uri}
     client: pymongo.MongoClient = pymongo.MongoClient(
         uri,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
+        **timeouts,
         appname="shop-sync",
         tz_aware=True,
         # A date outside Python's years 1..9999 decodes as a DatetimeMS, for the sync to quarantine,

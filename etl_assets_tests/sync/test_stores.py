@@ -7,7 +7,13 @@ import pymongo
 import pytest
 import sqlalchemy as sa
 
-from etl_assets.sync.stores import StoreUnavailableError, collection_fingerprint, ping_mongo, ping_postgres
+from etl_assets.sync.stores import (
+    StoreUnavailableError,
+    collection_fingerprint,
+    mongo_client,
+    ping_mongo,
+    ping_postgres,
+)
 
 
 def test_the_fingerprint_counts_documents_and_finds_the_newest_date(stores) -> None:
@@ -38,3 +44,22 @@ def test_an_unreachable_store_is_named_within_seconds(tmp_path, store):
             ping_postgres(engine, "Test store")
     assert raised.value.store == "Test store"
     assert time.monotonic() - started < 5
+
+
+def test_timeouts_in_the_uri_win_over_the_defaults(local_stores):
+    # A server that can stall longer than the 5 s default (a heartbeat unanswered for that long cancels
+    # the reads in flight) is given more time in its URI, as an operator would.
+    separator = "&" if "?" in local_stores.mongo.uri else "/?"
+    uri = f"{local_stores.mongo.uri}{separator}connectTimeoutMS=60000&serverSelectionTimeoutMS=45000"
+    client = mongo_client(uri, store="Test store", timeout_s=5)
+    try:
+        assert client.options.pool_options.connect_timeout == 60
+        assert client.options.server_selection_timeout == 45
+    finally:
+        client.close()
+    default = mongo_client(local_stores.mongo.uri, store="Test store", timeout_s=5)
+    try:
+        assert default.options.pool_options.connect_timeout == 5
+        assert default.options.server_selection_timeout == 5
+    finally:
+        default.close()
