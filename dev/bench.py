@@ -296,8 +296,9 @@ class Bench:
                           run_id="bench-prepare")
         if "carts" in options.sections:
             measurements += self.cart_sync_steps(main_db, products, options.carts, repeats)
-        elif {"checks", "runs"} & set(options.sections) and self.cart_rows() != options.carts:
-            log(f"  loaded {bench_data.load_carts(self.cart_db, options.carts):,} carts (for the checks and runs)")
+        elif {"warehouse", "checks", "runs"} & set(options.sections) and self.cart_rows() != options.carts:
+            log(f"  loaded {bench_data.load_carts(self.cart_db, options.carts):,} carts "
+                "(for the cart funnel, the checks and runs)")
         if "warehouse" in options.sections:
             measurements += self.warehouse_steps(main_db, products, options.orders, repeats)
         if "checks" in options.sections:
@@ -517,7 +518,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sections", type=_sections, default=list(SECTIONS),
                         help=f"which paths to measure, comma-separated (default all: {','.join(SECTIONS)})")
     parser.add_argument("--carts", type=int, default=None,
-                        help=f"carts for the cart sync and the checks (default {bench_data.CART_SYNC_CARTS_PER_PRODUCT}× "
+                        help=f"carts for the cart sync, the cart funnel and the checks (default {bench_data.CART_SYNC_CARTS_PER_PRODUCT}× "
                              "the products: 1,000,000 at 200,000; half the products with --quick)")
     parser.add_argument("--orders", type=int, default=None,
                         help=f"orders in the warehouse's day (default {bench_data.ORDERS_PER_PRODUCT}× the products)")

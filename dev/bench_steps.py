@@ -425,13 +425,13 @@ def warehouse_load(ctx: StepContext) -> StepOutcome:
 def warehouse_analytics(ctx: StepContext) -> StepOutcome:
     """The day's three analytics tables, as `warehouse/daily_sales`, `product_sales` and `cart_funnel` build
     them, one after another (each asset's time in the details)."""
-    order_db = mongo_database(ctx.mongo_uri, ctx.order_db, store=ORDER_DB, timeout_s=10)
+    cart_db = postgres_engine(ctx.cart_url, store=CART_DB, timeout_s=10)
     warehouse = postgres_engine(ctx.warehouse_url, store=WAREHOUSE, timeout_s=10)
     day = date.fromisoformat(ctx.day)
     details: dict[str, Any] = {}
     with Stopwatch() as watch:
         for load in (lambda: load_daily_sales(warehouse, day), lambda: load_product_sales(warehouse, day),
-                     lambda: load_cart_funnel(order_db, warehouse, day)):
+                     lambda: load_cart_funnel(cart_db, warehouse, day)):
             started = time.perf_counter()
             result = load()
             details[f"{result.table}_s"] = round(time.perf_counter() - started, 3)

@@ -80,7 +80,8 @@ def user_id(index: int) -> str:
 RETIRED_PRODUCT_ID = product_id(7)
 
 # A good cart that the demo deletes from Cart PostgreSQL after its snapshot was written, as the cart
-# service would: the cart sync marks the snapshot deletedAt and cart_funnel stops counting it.
+# service would: the cart sync marks the snapshot deletedAt, and cart_funnel, which counts the cart
+# rows, no longer counts it.
 DELETED_CART_ID = cart_id(0)
 
 # The deliberately bad records: BAD_PER_DEFECT of each defect below.

@@ -1,4 +1,5 @@
-"""The warehouse's daily analytics tables, computed from the warehouse's orders (and the carts)."""
+"""The warehouse's daily analytics tables, computed from the warehouse's orders (and the cart database's
+carts)."""
 
 from typing import Any
 
@@ -6,12 +7,12 @@ import dagster as dg
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
-from etl_assets.assets.carts import order_db_carts
+from etl_assets.assets.carts import cart_db_cart
 from etl_assets.assets.common import STORE_RETRY, partition_row_count
 from etl_assets.assets.orders import column_schema, warehouse_orders
 from etl_assets.k8s import WAREHOUSE_TARGET
 from etl_assets.partitions import DAILY, DAILY_BACKFILL, partition_days
-from etl_assets.resources import MongoStoreResource, PostgresStoreResource
+from etl_assets.resources import PostgresStoreResource
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
 from etl_assets.sync.warehouse import DayLoad, load_cart_funnel, load_daily_sales, load_product_sales
 
@@ -104,22 +105,23 @@ def product_sales(context: dg.AssetExecutionContext, warehouse: PostgresStoreRes
 
 @dg.asset(
     key=["warehouse", "cart_funnel"],
-    deps=[warehouse_orders, order_db_carts],
-    kinds={"mongodb", "postgres", "polars"},
+    deps=[warehouse_orders, cart_db_cart],
+    kinds={"postgres", "polars"},
     description="Active, abandoned and converted carts at the end of each UTC day. A cart converts when its "
     "user orders its product at or after the cart's creation; it is abandoned when idle longer than "
-    "`abandon_after_days`. Carts are read in their current state from the Order service's `carts`.",
+    "`abandon_after_days`. Carts are read in their current state from Cart PostgreSQL `cart`; every cart "
+    "counts, whatever its product's state.",
     **_COMMON,
 )
 def cart_funnel(
     context: dg.AssetExecutionContext,
     config: CartFunnelConfig,
-    order_db: MongoStoreResource,
+    cart_db: PostgresStoreResource,
     warehouse: PostgresStoreResource,
 ) -> dg.MaterializeResult:
     engine = warehouse.engine()
     for day in partition_days(context):
-        load = load_cart_funnel(order_db.db(), engine, day, abandon_after_days=config.abandon_after_days)
+        load = load_cart_funnel(cart_db.engine(), engine, day, abandon_after_days=config.abandon_after_days)
         funnel = load.rows.row(0, named=True)
         carts = funnel["active_carts"] + funnel["abandoned_carts"] + funnel["converted_carts"]
         context.add_asset_metadata({

@@ -1,43 +1,39 @@
 """The warehouse's daily analytics: loaders that replace one day in one transaction.
 
 daily_sales and product_sales are one aggregate query each over the day's order items in PostgreSQL,
-read back through COPY; the cart funnel streams the carts in batches through a polars transform whose
-outputs are sums, added up with `sum_partials`. Memory follows the batch size and the number of
-products, never the day's volume.
+read back through COPY; the cart funnel streams the carts from Cart PostgreSQL in batches through a
+polars transform whose outputs are sums, added up with `sum_partials`. Memory follows the batch size and
+the number of products, never the day's volume.
 
 - daily_sales: orders, units and revenue (sum of item subtotals, before tax, shipping and discount) of
   the orders created that day, whatever their status; paid_orders and paid_revenue of those whose
   payment status is now `paid`, so a payment after the day was built counts once the day is rebuilt.
 - product_sales: units and revenue per product sold that day.
-- cart_funnel: the carts that exist at the end of the day, each in one state (a snapshot the cart sync
-  marked deletedAt is no cart). Converted: the user ordered
-  the product at or after the cart was created (and before the end of the day). Abandoned: not converted
-  and idle (since updatedAt) longer than `abandon_after_days`. Active: the rest. Carts are read in their
-  current state, so a cart touched after the day counts as active for that day, and a cart deleted
-  since counts on no day.
+- cart_funnel: the carts that exist at the end of the day, each in one state, read from the cart
+  service's own `cart` table (the carts' source of truth, not their Order MongoDB snapshots): every cart
+  row counts, whatever its product (inactive, unknown): the funnel is about what users do. Converted:
+  the user ordered the product at or after the cart was created (and before the end of the day).
+  Abandoned: not converted and idle (since updated_at) longer than `abandon_after_days`. Active: the
+  rest. Carts are read in their current state, so a cart touched after the day counts as active for that
+  day, and a cart deleted since (its row is gone) counts on no day.
 """
-
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
 import pandera.polars as pa
 import polars as pl
 import sqlalchemy as sa
 from psycopg2 import sql
-from pymongo.database import Database
 from sqlalchemy.engine import Connection, Engine
 
 from etl_assets.schemas.warehouse import CartFunnelTable, DailySalesTable, ProductSalesTable
-from etl_assets.sync.carts import COLLECTION as CARTS
-from etl_assets.sync.carts import LIVE as LIVE_CARTS
-from etl_assets.sync.orders import UnreadableFieldError, day_window, read_text, read_timestamp
+from etl_assets.sync.orders import day_window
 from etl_assets.sync.pg_copy import CSV_OPTIONS, copy_frame, read_frame
-from etl_assets.sync.streams import batched, transform_then_load
+from etl_assets.sync.reconcile.tables import stream_table
+from etl_assets.sync.streams import transform_then_load
 
 PAID = "paid"  # the payment status that counts an order as paid
 CART_SCHEMA = pl.Schema({"user_id": pl.String, "product_id": pl.String,
@@ -187,35 +183,23 @@ _LAST_ORDERED = sa.text("""
 """)
 
 
-def _flatten_cart(doc: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The cart's funnel fields, or None when one it needs is missing or cannot be coerced."""
-    try:
-        cart = {
-            "user_id": read_text(doc.get("userId"), "userId"),
-            "product_id": read_text(doc.get("productId"), "productId"),
-            "created_at": read_timestamp(doc.get("createdAt"), "createdAt"),
-            "updated_at": read_timestamp(doc.get("updatedAt"), "updatedAt"),
-        }
-    except UnreadableFieldError:
-        return None
-    required = ("user_id", "product_id", "created_at")
-    return cart if all(cart[name] is not None for name in required) else None
-
-
-def _place_carts(batch: list[Mapping[str, Any]]) -> tuple[int, pl.DataFrame]:
-    """The batch's size, and the carts of the batch the funnel can place."""
-    return len(batch), pl.DataFrame([cart for cart in map(_flatten_cart, batch) if cart is not None],
-                                     schema=CART_SCHEMA)
+def _place_carts(batch: pl.DataFrame) -> tuple[int, pl.DataFrame]:
+    """The batch's size, and the carts of the batch the funnel can place (a user, a product and a
+    creation date it can read)."""
+    return batch.height, batch.drop_nulls(["user_id", "product_id", "created_at"])
 
 
 def load_cart_funnel(
-    order_db: Database, warehouse: Engine, day: date, *, abandon_after_days: int = 3, batch_size: int = 5000
+    cart_db: Engine, warehouse: Engine, day: date, *, abandon_after_days: int = 3, batch_size: int = 5000
 ) -> DayLoad:
-    """Replace the day's `cart_funnel` row from the Order service's live carts (snapshots not marked
-    deletedAt) and the warehouse's orders.
+    """Replace the day's `cart_funnel` row from the cart database's `cart` rows created before the end of
+    the day and the warehouse's orders.
 
-    Carts the funnel cannot place (no user, product or creation date) are counted as `skipped`; the
-    cart sync owns their quarantine.
+    The carts are one statement's rows (one consistent view of the cart table), streamed `batch_size` at
+    a time through a server-side cursor. Every cart row counts, whatever its product's state: a cart whose
+    product is inactive or unknown (which the cart sync quarantines) is still a cart its user holds.
+    Carts the funnel cannot place (no user or product, or a creation date out of Python's range) are
+    counted as `skipped`.
     """
     if abandon_after_days < 1:
         raise ValueError(f"abandon_after_days must be at least 1, got {abandon_after_days}")
@@ -223,11 +207,8 @@ def load_cart_funnel(
     _, end_of_day = day_window(day)
     read = skipped = 0
     partials = [cart_funnel(day, CART_SCHEMA.to_frame(), ORDERED_SCHEMA.to_frame(), abandon_after_days)]
-    docs = order_db[CARTS].find(
-        {"createdAt": {"$lt": end_of_day}, **LIVE_CARTS},
-        {"_id": 0, "userId": 1, "productId": 1, "createdAt": 1, "updatedAt": 1},
-        batch_size=batch_size,
-    )
+    batches = stream_table(cart_db, "cart", CART_SCHEMA, where="WHERE created_at < :end_of_day",
+                           params={"end_of_day": end_of_day}, batch_size=batch_size)
 
     def funnel(placed: tuple[int, pl.DataFrame]) -> pl.DataFrame:
         _, carts = placed
@@ -239,8 +220,8 @@ def load_cart_funnel(
         return cart_funnel(day, carts, ordered, abandon_after_days)
 
     with warehouse.begin() as conn:
-        # A batch's orders are looked up on a thread while the next batch is flattened.
-        placed = transform_then_load(batched(docs, batch_size), _place_carts, funnel, thread_name="cart-funnel")
+        # A batch's orders are looked up on a thread while the next batch is read.
+        placed = transform_then_load(batches, _place_carts, funnel, thread_name="cart-funnel")
         for (batch_read, carts), partial in placed:
             read += batch_read
             skipped += batch_read - carts.height

@@ -11,6 +11,7 @@ from etl_assets.assets.orders import order_assets, order_db_orders, warehouse_or
 from etl_assets.assets.warehouse import cart_funnel, daily_sales, product_sales, warehouse_assets
 from etl_assets.partitions import DAILY
 from etl_assets_tests.sync.test_orders import at, make_order
+from etl_assets_tests.sync.test_warehouse import add_funnel_carts
 
 DAY = date(2025, 3, 10)
 daily_assets = [warehouse_orders, daily_sales, product_sales, cart_funnel]
@@ -41,7 +42,7 @@ def test_definitions_load_with_the_shared_daily_partitions(stores) -> None:
         assert node.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=31)
         assert node.pools == {"warehouse"}
     cart_funnel_parents = graph.get(dg.AssetKey(["warehouse", "cart_funnel"])).parent_keys
-    assert cart_funnel_parents == {dg.AssetKey(["warehouse", "orders"]), dg.AssetKey(["order_db", "carts"])}
+    assert cart_funnel_parents == {dg.AssetKey(["warehouse", "orders"]), dg.AssetKey(["cart_db", "cart"])}
 
 
 def test_a_day_materializes_with_its_metadata(stores) -> None:
@@ -50,8 +51,7 @@ def test_a_day_materializes_with_its_metadata(stores) -> None:
         make_order(at(DAY, 2), user="u2", items=[("p2", 1, 3.25)]),
         make_order(at(DAY, 3), total=0.0),
     ])
-    stores.order_db.carts.insert_one({"cartId": "c1", "userId": "u1", "productId": "p1",
-                                      "createdAt": at(DAY, 0), "updatedAt": at(DAY, 0)})
+    add_funnel_carts(stores.cart_engine, ("u1", "p1", at(DAY, 0), at(DAY, 0)))
     result = dg.materialize(daily_assets, partition_key=DAY.isoformat(), resources=stores.resources())
     assert result.success
     metadata = materializations(result)
@@ -106,8 +106,7 @@ def test_a_backfill_run_materializes_every_day_of_its_range(stores) -> None:
 
 
 def test_the_cart_funnel_takes_its_idle_threshold_from_run_config(stores) -> None:
-    stores.order_db.carts.insert_one({"cartId": "c1", "userId": "u1", "productId": "p1",
-                                      "createdAt": at(DAY, 0) - timedelta(days=5)})
+    add_funnel_carts(stores.cart_engine, ("u1", "p1", at(DAY, 0) - timedelta(days=5), None))
     result = dg.materialize([cart_funnel], partition_key=DAY.isoformat(), resources=stores.resources(),
                             run_config={"ops": {"warehouse__cart_funnel": {"config": {"abandon_after_days": 7}}}})
     funnel = materializations(result)[("warehouse/cart_funnel", DAY.isoformat())]
