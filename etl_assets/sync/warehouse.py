@@ -169,15 +169,19 @@ def load_product_sales(warehouse: Engine, day: date) -> DayLoad:
 
 
 # The latest order of each (user, product) pair of a batch of carts, before the end of the day: one
-# lookup per pair through orders_user_idx and the items' primary key, so a batch costs the same
-# whatever the number of orders in the warehouse.
+# lookup per pair through orders_user_idx, then one through the items' primary key per order of that
+# user, so a batch costs the same whatever the number of orders in the warehouse. The items are a
+# LATERAL … LIMIT 1, not a join: right after a day's load, before autovacuum's ANALYZE, the planner
+# turned a join into one scan of every item per pair (1.6 s instead of 18 ms per 5,000 carts).
 _LAST_ORDERED = sa.text("""
     SELECT c.user_id, c.product_id, last.ordered_at
     FROM unnest(CAST(:user_ids AS text[]), CAST(:product_ids AS text[])) AS c(user_id, product_id)
     CROSS JOIN LATERAL (
         SELECT max(o.created_at) AS ordered_at
-        FROM orders o JOIN order_items i ON i.order_id = o.order_id
-        WHERE o.user_id = c.user_id AND i.product_id = c.product_id AND o.created_at < :end_of_day
+        FROM orders o CROSS JOIN LATERAL (
+            SELECT FROM order_items i WHERE i.order_id = o.order_id AND i.product_id = c.product_id LIMIT 1
+        ) AS item
+        WHERE o.user_id = c.user_id AND o.created_at < :end_of_day
     ) AS last
     WHERE last.ordered_at IS NOT NULL
 """)
