@@ -17,6 +17,7 @@ the number of products, never the day's volume.
   rest. Carts are read in their current state, so a cart touched after the day counts as active for that
   day, and a cart deleted since (its row is gone) counts on no day.
 """
+
 from __future__ import annotations
 
 import time

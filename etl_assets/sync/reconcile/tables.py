@@ -1,5 +1,5 @@
-"""Reading PostgreSQL tables for the measurements and the cart funnel: in batches through a server-side cursor, as the polars
-types a pandera model declares, and selecting days."""
+"""Reading PostgreSQL tables for the measurements and the cart funnel: in batches through a server-side
+cursor, as the polars types a pandera model declares, and selecting days."""
 
 from __future__ import annotations
 
