@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from etl_assets.schemas.carts import TOTAL_TOLERANCE
 from etl_assets.sync import carts as cart_sync
 from etl_assets.sync.reconcile.findings import Finding, Sample, first_ids, reported
 from etl_assets.sync.reconcile.tables import BATCH_SIZE
+from etl_assets.sync.streams import read_ahead
 
 
 @dataclass
@@ -51,13 +53,20 @@ def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BA
     last page with no cart, is one the sync has not marked yet."""
     result = CartReconciliation()
     snapshots = order_db[cart_sync.COLLECTION]
-    after = None
-    for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
+
+    def pages_with_stored() -> Iterator[tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]]:
+        after = None
+        for rows in cart_sync.iter_cart_pages(cart_db, None, batch_size):
+            yield rows, cart_sync.snapshots_in_range(snapshots, after, rows[-1]["cart_id"])
+            after = rows[-1]["cart_id"]
+
+    last_cart_id = None
+    # Both stores are read on a thread, a page ahead, while this one builds and compares the snapshots.
+    for rows, in_range in read_ahead(pages_with_stored()):
         expected = cart_sync.check_batch(rows).snapshots
         result.carts += len(rows)
         result.expected_snapshots += len(expected)
-        stored = {cart_id: doc for cart_id, doc in cart_sync.snapshots_in_range(
-            snapshots, after, rows[-1]["cart_id"]).items() if doc.get(cart_sync.DELETED_AT) is None}
+        stored = {cart_id: doc for cart_id, doc in in_range.items() if doc.get(cart_sync.DELETED_AT) is None}
         missing, stale, wrong_total = [], [], []
         for snapshot in expected:
             doc = stored.get(snapshot["cartId"])
@@ -72,8 +81,8 @@ def reconcile_carts(cart_db: Engine, order_db: Database, *, batch_size: int = BA
         result.wrong_total.add(wrong_total)
         page_carts = {row["cart_id"] for row in rows}
         result.without_cart.add(sorted(cart_id for cart_id in stored if cart_id not in page_carts))
-        after = rows[-1]["cart_id"]
-    for diff in cart_sync.diff_keys(cart_db, snapshots, batch_size, after=after):
+        last_cart_id = rows[-1]["cart_id"]
+    for diff in cart_sync.diff_keys(cart_db, snapshots, batch_size, after=last_cart_id):
         result.without_cart.add(diff.gone)
     result.marked_deleted = snapshots.count_documents({cart_sync.DELETED_AT: {"$ne": None}})
     return result
