@@ -27,7 +27,7 @@ from etl_assets.sync.reconcile.tables import (
     stream_table,
     table_exists,
 )
-from etl_assets.sync.streams import batched
+from etl_assets.sync.streams import batched, read_ahead
 from etl_assets.sync.validate import split_valid
 
 
@@ -122,7 +122,8 @@ def cart_snapshot_schema(order_db: Database, *, batch_size: int = BATCH_SIZE) ->
     """Every live Order MongoDB `carts` document (not marked deleted) against CartSnapshot, total = price ×
     quantity included."""
     report = SchemaReport()
-    docs = batched(order_db[cart_sync.COLLECTION].find(cart_sync.LIVE, batch_size=batch_size), batch_size)
+    # Batches are fetched on a thread while this one checks the last.
+    docs = read_ahead(batched(order_db[cart_sync.COLLECTION].find(cart_sync.LIVE, batch_size=batch_size), batch_size))
     return report.validate("carts", _snapshot_frames(docs, report), CartSnapshot, pl.col("cartId"))
 
 
