@@ -44,18 +44,22 @@ def add_product(engine: sa.Engine, product_id: str, *, price: str = "19.99", act
                "image": f"https://img.example/{product_id}.jpg", "hash": "0" * 32, "active": active})
 
 
-def add_cart(engine: sa.Engine, product_id: str, *, quantity: int = 1, version: int = 1,
+def add_cart(engine: sa.Engine, product_id: str, *, quantity: int = 1, version: int = 1, user_id: str = "user-1",
+             created_at: datetime | str | None = None, updated_at: datetime | str | None = None,
              bypass_foreign_key: bool = False) -> str:
-    """A cart last updated a day ago. `bypass_foreign_key` inserts it as legacy data would, productless."""
+    """A cart created two days and last updated a day ago, unless given its times. `bypass_foreign_key`
+    inserts it as legacy data would, productless."""
     cart_id = str(uuid.uuid4())
     with engine.begin() as conn:
         if bypass_foreign_key:
             conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
         conn.execute(sa.text("""
             INSERT INTO cart (id, user_id, product_id, quantity, version, created_at, updated_at)
-            VALUES (:id, 'user-1', :product_id, :quantity, :version,
-                    now() - interval '2 days', now() - interval '1 day')
-        """), {"id": cart_id, "product_id": product_id, "quantity": quantity, "version": version})
+            VALUES (:id, :user_id, :product_id, :quantity, :version,
+                    coalesce(CAST(:created_at AS timestamptz), now() - interval '2 days'),
+                    coalesce(CAST(:updated_at AS timestamptz), now() - interval '1 day'))
+        """), {"id": cart_id, "user_id": user_id, "product_id": product_id, "quantity": quantity,
+               "version": version, "created_at": created_at, "updated_at": updated_at})
     return cart_id
 
 

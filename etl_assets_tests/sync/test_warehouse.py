@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -202,15 +201,9 @@ def test_money_adds_up_to_exact_cents(stores) -> None:
 def add_funnel_carts(engine: sa.Engine, *carts: tuple[str, str, datetime | str, datetime | str | None]) -> None:
     """Cart rows (user, product, created_at, updated_at; updated_at defaults to created_at), whatever their
     product: the foreign key is bypassed as for legacy rows."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
-        for user, product, created, updated in carts:
-            conn.execute(sa.text("""
-                INSERT INTO cart (id, user_id, product_id, quantity, created_at, updated_at)
-                VALUES (:id, :user, :product, 1, CAST(:created AS timestamptz),
-                        coalesce(CAST(:updated AS timestamptz), CAST(:created AS timestamptz)))
-            """), {"id": str(uuid.uuid4()), "user": user, "product": product, "created": created,
-                   "updated": updated})
+    for user, product, created, updated in carts:
+        add_cart(engine, product, user_id=user, created_at=created,
+                 updated_at=created if updated is None else updated, bypass_foreign_key=True)
 
 
 def test_the_cart_funnel_reads_carts_and_the_warehouse_orders(loaded_day) -> None:
