@@ -123,7 +123,8 @@ def cart_snapshot_schema(order_db: Database, *, batch_size: int = BATCH_SIZE) ->
     quantity included."""
     report = SchemaReport()
     # Batches are fetched on a thread while this one checks the last.
-    docs = read_ahead(batched(order_db[cart_sync.COLLECTION].find(cart_sync.LIVE, batch_size=batch_size), batch_size))
+    live = order_db[cart_sync.COLLECTION].find(cart_sync.LIVE, batch_size=batch_size)
+    docs = read_ahead(batched(live, batch_size))
     return report.validate("carts", _snapshot_frames(docs, report), CartSnapshot, pl.col("cartId"))
 
 
